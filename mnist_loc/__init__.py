@@ -1,0 +1,44 @@
+"""mnist_loc: classify an MNIST digit and regress its box on a 75x75 canvas with one CNN.
+
+Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
+Modules, bottom up: ``data`` and ``boxes``; ``model``; ``training``, ``evaluation``
+and ``artifacts``; ``plots`` and ``cli``. Names below are imported on first use, so
+``import mnist_loc`` (and ``python -m mnist_loc --help``) does not load TensorFlow.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "iou": "boxes",
+    "DataNotFoundError": "data",
+    "load_digits": "data",
+    "make_dataset": "data",
+    "place_digits": "data",
+    "canvases_at": "data",
+    "build_model": "model",
+    "compile_model": "model",
+    "MeanBoxIoU": "model",
+    "TrainConfig": "training",
+    "TrainingDiverged": "training",
+    "train": "training",
+    "evaluate": "evaluation",
+    "predict": "evaluation",
+    "ModelFileError": "artifacts",
+    "load_model": "artifacts",
+    "save_model": "artifacts",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mnist_loc' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,110 @@
+"""Files a run leaves behind: written atomically, models loaded safely."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import keras
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    A crash midway leaves the old file (or none), never a truncated one.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    base, ext = os.path.splitext(os.path.basename(path))
+    if base.endswith(".weights"):  # keras insists on the ".weights.h5" ending
+        base, ext = base[: -len(".weights")], ".weights" + ext
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
+    os.close(fd)
+    os.remove(tmp)  # let the writer create it
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_history_csv(path, history: dict) -> None:
+    """Write ``{metric: [per-epoch values]}`` as CSV with an ``epoch`` column (1-based), atomically."""
+    names = sorted(history)
+    epochs = max((len(v) for v in history.values()), default=0)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["epoch", *names])
+    for e in range(epochs):
+        writer.writerow([e + 1, *(repr(history[n][e]) if e < len(history[n]) else "" for n in names)])
+    write_text(path, buffer.getvalue())
+
+
+def save_model(model: keras.Model, path) -> None:
+    """Save ``model`` as a ``.keras`` file, atomically."""
+    if not os.fspath(path).endswith(".keras"):
+        raise ValueError(f"model path must end in .keras, got {path!r}")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, not a Keras model, or unsafe to load."""
+
+
+def load_model(path) -> keras.Model:
+    """Load a ``.keras`` model saved by mnist_loc, in Keras' safe mode.
+
+    Safe mode refuses files that would run arbitrary code when loaded (a ``Lambda``
+    layer's pickled function). Raises :class:`ModelFileError` with the reason for a
+    missing, truncated, non-Keras or unsafe file.
+    """
+    from . import model as _registered  # noqa: F401  registers MeanBoxIoU and BoxLoss
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"model file not found: {path}")
+    if os.path.isdir(path) or not path.endswith(".keras"):
+        raise ModelFileError(f"not a .keras model file: {path}")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path} is not a Keras model (not a .keras zip archive, or truncated)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "config.json" not in names:
+                raise ModelFileError(f"{path} is not a Keras model (no config.json inside)")
+            if archive.testzip() is not None:
+                raise ModelFileError(f"{path} is corrupt (a member fails its checksum)")
+        return keras.saving.load_model(path, safe_mode=True)
+    except ModelFileError:
+        raise
+    except ValueError as error:
+        if "safe_mode" in str(error) or "Lambda" in str(error):
+            raise ModelFileError(
+                f"refused to load {path}: it contains a Lambda layer, which would run arbitrary "
+                "code (Keras safe mode)"
+            ) from None
+        raise ModelFileError(f"could not load {path} as a Keras model: {error}") from None
+    except Exception as error:  # zip/h5/json damage surfaces as many types
+        raise ModelFileError(f"could not load {path} as a Keras model: {type(error).__name__}: {error}") from None

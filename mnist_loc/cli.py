@@ -1,0 +1,267 @@
+"""``python -m mnist_loc``: train, evaluate and predict from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+USAGE_ERROR = 2
+RUN_ERROR = 1
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage dump
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _existing_dir(text):
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"not a directory: {text}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .training import TrainConfig
+
+    defaults = TrainConfig()
+    parser = _Parser(prog="python -m mnist_loc", description="MNIST object localization: one CNN classifies a digit and regresses its box.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = sub.add_parser(
+        "train",
+        help="train the model, evaluate it on the test canvases, save everything",
+        description=(
+            "Train with mnist_loc's recipe, evaluate on the fixed test canvases and write "
+            "OUT/model.keras, OUT/metrics.json (test report, train_seconds, config), "
+            "OUT/history.csv and OUT/predictions.png. Every finished epoch is backed up in "
+            "OUT/backup/: if the run is interrupted, the same command resumes it."
+        ),
+    )
+    train.add_argument("--epochs", type=_int_at_least(0), default=defaults.epochs, help=f"passes of training (default {defaults.epochs})")
+    train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the 55,000 training digits)")
+    train.add_argument("--batch-size", type=_int_at_least(1), default=defaults.batch_size, help=f"(default {defaults.batch_size})")
+    train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
+    train.add_argument("--data-dir", type=_existing_dir, default=None, help="tensorflow-datasets folder holding mnist (default $TFDS_DATA_DIR)")
+    train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
+    train.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")
+    train.add_argument("--restart", action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a saved model on the fixed test (or validation) canvases",
+        description="Print the evaluation report of a saved model: accuracy, IoU statistics, detection accuracy, per-class numbers. With --json, also write it as JSON.",
+    )
+    evaluate.add_argument("--model", required=True, help="a .keras file written by train")
+    evaluate.add_argument("--split", choices=("test", "validation"), default="test")
+    evaluate.add_argument("--seed", type=_int_at_least(0), default=0, help="placement seed of the canvases (default 0, as train)")
+    evaluate.add_argument("--data-dir", type=_existing_dir, default=None)
+    evaluate.add_argument("--json", metavar="FILE", help="also write the report here")
+
+    predict = sub.add_parser(
+        "predict",
+        help="predict digit and box for image files",
+        description=(
+            "For each image (PNG or .npy, grayscale, light digit on black like MNIST) print the "
+            "predicted digit, its confidence and the box [xmin, ymin, xmax, ymax] in pixels. "
+            "An image smaller than the model's canvas is placed at the canvas' top-left corner "
+            "on black, so the box stays in the image's own pixel frame; a larger one is refused. "
+            "RGB(A) PNGs are converted to gray by averaging R, G and B. With --draw, writes a "
+            "PNG of the images with their predicted boxes."
+        ),
+    )
+    predict.add_argument("--model", required=True, help="a .keras file written by train")
+    predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--draw", metavar="OUT.png", help="save the images with predicted boxes drawn")
+    return parser
+
+
+def _print_report(report: dict, title: str) -> None:
+    print(title)
+    rows = [
+        ("examples", f"{report['num_examples']:,}"),
+        ("accuracy", f"{report['accuracy']:.4f}"),
+        ("mean IoU", f"{report['mean_iou']:.4f}"),
+        ("median IoU", f"{report['median_iou']:.4f}"),
+        ("IoU >= 0.50", f"{report['iou_at_50']:.4f}"),
+        ("IoU >= 0.60", f"{report['iou_at_60']:.4f}"),
+        ("IoU >= 0.75", f"{report['iou_at_75']:.4f}"),
+        ("box MSE", f"{report['box_mse']:.3g}"),
+        ("detection accuracy", f"{report['detection_accuracy']:.4f}"),
+    ]
+    for name, value in rows:
+        print(f"  {name:<20}{value:>10}")
+    print(f"  {'digit':<6}{'count':>7}{'accuracy':>10}{'mean IoU':>10}")
+    for digit, row in report["per_class"].items():
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        miou = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.4f}"
+        print(f"  {digit:<6}{row['count']:>7}{acc:>10}{miou:>10}")
+
+
+def _cmd_train(args) -> int:
+    import platform
+
+    import tensorflow as tf
+
+    from . import __version__, artifacts
+    from .data import canvases_at, make_dataset
+    from .evaluation import evaluate, predict
+    from .plots import plot_canvases
+    from .boxes import iou
+    from .training import EpochProgress, TrainConfig, remove_backup, train
+
+    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=args.seed)
+    backup_dir = os.path.join(args.out, "backup")
+    if args.restart:
+        remove_backup(backup_dir)
+    strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else None
+    interactive = sys.stdout.isatty()
+    result = train(
+        config, data_dir=args.data_dir, backup_dir=backup_dir, strategy=strategy,
+        verbose=1 if interactive else 0, callbacks=() if interactive else (EpochProgress(config.epochs),),
+    )
+    if result.resumed_from_epoch:
+        print(f"resumed after epoch {result.resumed_from_epoch} from {backup_dir}")
+    test = make_dataset("test", batch_size=500, canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir)
+    report = evaluate(result.model, test)
+    metrics = {
+        **report,
+        "split": "test",
+        "train_seconds": result.train_seconds,
+        "train_seconds_note": "fit time of the last process; a resumed run counts only the part after resuming",
+        "config": config.to_dict(),
+        "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "python": platform.python_version()},
+    }
+    artifacts.save_model(result.model, os.path.join(args.out, "model.keras"))
+    artifacts.write_json(os.path.join(args.out, "metrics.json"), metrics)
+    artifacts.write_history_csv(os.path.join(args.out, "history.csv"), result.history)
+    images, labels, boxes = canvases_at("test", range(10), canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir)
+    pred = predict(result.model, images)
+    fig = plot_canvases(images, boxes, pred["boxes"], true_labels=labels, pred_labels=pred["labels"], ious=iou(pred["boxes"], boxes))
+    with artifacts.atomic_path(os.path.join(args.out, "predictions.png")) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    remove_backup(backup_dir)
+    _print_report(report, f"test report ({report['num_examples']:,} canvases, seed {config.seed}); train {result.train_seconds:.1f} s")
+    print(f"wrote {args.out}/model.keras, metrics.json, history.csv, predictions.png")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from . import artifacts
+    from .data import make_dataset
+    from .evaluation import evaluate, model_canvas_size
+
+    model = artifacts.load_model(args.model)
+    dataset = make_dataset(args.split, batch_size=500, canvas_size=model_canvas_size(model), seed=args.seed, training=False, data_dir=args.data_dir)
+    report = {**evaluate(model, dataset), "split": args.split}
+    _print_report(report, f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed})")
+    if args.json:
+        artifacts.write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def read_image(path: str, canvas_size: int):
+    """Read a PNG or .npy image as a float32 ``[S, S]`` canvas in [0, 1].
+
+    Returns ``(canvas, (height, width))``. Smaller images are placed top-left on a
+    black canvas; larger ones, non-2D arrays and unreadable files raise ValueError.
+    """
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"image not found: {path}")
+    lower = path.lower()
+    try:
+        if lower.endswith(".npy"):
+            array = np.load(path, allow_pickle=False)
+        elif lower.endswith(".png"):
+            from matplotlib.image import imread
+
+            array = imread(path, format="png")
+        else:
+            raise ValueError(f"{path}: unsupported image type (use .png or .npy)")
+    except ValueError:
+        raise
+    except Exception as error:
+        raise ValueError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
+    if array.ndim == 3 and array.shape[-1] in (3, 4) and lower.endswith(".png"):
+        array = array[..., :3].mean(-1)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D grayscale image, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    else:
+        raise ValueError(f"{path}: pixels must be uint8 or float in [0, 1], got {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{path}: the image is empty")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{path}: the image has NaN or infinite pixels")
+    if array.min() < 0 or array.max() > 1:
+        raise ValueError(f"{path}: float pixels must lie in [0, 1], got [{array.min():g}, {array.max():g}]")
+    height, width = array.shape
+    if height > canvas_size or width > canvas_size:
+        raise ValueError(f"{path}: image is {height}x{width}, larger than the model's {canvas_size}x{canvas_size} canvas")
+    canvas = np.zeros((canvas_size, canvas_size), np.float32)
+    canvas[:height, :width] = array
+    return canvas, (height, width)
+
+
+def _cmd_predict(args) -> int:
+    import numpy as np
+
+    from . import artifacts
+    from .evaluation import model_canvas_size, predict
+
+    model = artifacts.load_model(args.model)
+    size = model_canvas_size(model)
+    canvases = [read_image(path, size)[0] for path in args.images]
+    pred = predict(model, np.stack(canvases))
+    for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
+        pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
+        print(f"{path}: digit {label} (confidence {confidence:.3f}), box [{pixels}] px")
+    if args.draw:
+        from .plots import plot_canvases
+
+        fig = plot_canvases(np.stack(canvases), None, pred["boxes"], pred_labels=pred["labels"])
+        with artifacts.atomic_path(args.draw) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        print(f"wrote {args.draw}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from .artifacts import ModelFileError
+    from .data import DataNotFoundError
+    from .training import TrainingDiverged
+
+    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+    try:
+        return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: rerun the same command to resume after the last finished epoch", file=sys.stderr)
+        return 130
+    except (ModelFileError, DataNotFoundError, TrainingDiverged, FileNotFoundError, ValueError, TypeError) as error:
+        message = " ".join(str(error).split())
+        print(f"mnist_loc: error: {message}", file=sys.stderr)
+        return RUN_ERROR

@@ -1,0 +1,310 @@
+"""MNIST digits and the canvases they are placed on.
+
+A 28x28 digit is pasted at a random integer offset ``(x, y)`` on a black ``S x S``
+canvas (``S = canvas_size``, 75 by default). The target box is the 28x28 patch,
+``[xmin, ymin, xmax, ymax] = [x, y, x + 28, y + 28] / S``: edges in continuous pixel
+coordinates, normalized by the canvas size, so pixel column ``c`` spans ``[c, c + 1)``.
+
+Placement is drawn with stateless random ops keyed by ``(seed, split, pass)`` and
+indexed by the example's position in the split, so a canvas depends on nothing but
+those numbers: not on parallelism, order of evaluation or how many batches came
+before. Validation and test are one fixed draw per seed. Training is an endless
+stream of passes over the split; pass ``p`` has its own shuffle and placement.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from numbers import Integral
+
+import numpy as np
+import tensorflow as tf
+
+DIGIT_SIZE = 28
+NUM_CLASSES = 10
+SPLITS = {"train": "train[:55000]", "validation": "train[55000:]", "test": "test"}
+# Distinct stream codes keep the splits' draws independent under the same seed.
+_SPLIT_CODES = {"train": 1, "validation": 2, "test": 3}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """MNIST is not prepared in the tfds data directory and cannot be fetched here."""
+
+
+def _check_split(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid splits are {sorted(SPLITS)}")
+    return split
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as int, or raise a clear error if it is not an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_canvas_size(canvas_size) -> int:
+    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit)."""
+    if isinstance(canvas_size, bool) or not isinstance(canvas_size, Integral):
+        raise ValueError(
+            f"canvas_size must be an integer >= {DIGIT_SIZE}, got {canvas_size!r}"
+        )
+    if canvas_size < DIGIT_SIZE:
+        raise ValueError(
+            f"canvas_size must be >= {DIGIT_SIZE} so a 28x28 digit fits, got {canvas_size}"
+        )
+    return int(canvas_size)
+
+
+def _resolve_data_dir(data_dir):
+    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+
+
+@functools.lru_cache(maxsize=8)
+def _load_arrays(split: str, data_dir: str):
+    import tensorflow_datasets as tfds  # imported lazily: it takes seconds
+
+    builder = tfds.builder("mnist", data_dir=data_dir)
+    if not builder.is_prepared():
+        raise DataNotFoundError(
+            f"MNIST is not prepared in {data_dir!r} and mnist_loc never downloads. "
+            "Point TFDS_DATA_DIR (or data_dir=) at a tensorflow-datasets folder holding "
+            "mnist/3.0.1, e.g. `export TFDS_DATA_DIR=../shared/tensorflow_datasets`; "
+            "on a machine with internet, `python -c \"import tensorflow_datasets as tfds; "
+            "tfds.builder('mnist').download_and_prepare()\"` prepares it once."
+        )
+    images, labels = tfds.as_numpy(
+        builder.as_dataset(split=SPLITS[split], as_supervised=True, batch_size=-1)
+    )
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
+
+
+def load_digit_arrays(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    """Return one split of MNIST as read-only numpy arrays, cached per process.
+
+    Returns ``(images, labels)``: uint8 ``[N, 28, 28, 1]`` and int64 ``[N]``.
+    ``split`` is ``"train"`` (first 55,000 of tfds train), ``"validation"`` (last
+    5,000) or ``"test"`` (10,000). Never downloads: raises :class:`DataNotFoundError`
+    with instructions when the data is not prepared in ``data_dir`` (default:
+    ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
+    """
+    return _load_arrays(_check_split(split), _resolve_data_dir(data_dir))
+
+
+def load_digits(split: str, data_dir=None) -> tf.data.Dataset:
+    """Return a split of MNIST as a ``tf.data.Dataset`` of ``(image, label)``.
+
+    ``image`` is uint8 ``[28, 28, 1]``, ``label`` int64 ``[]``. Splits and errors as
+    in :func:`load_digit_arrays`.
+    """
+    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir))
+
+
+def place_digits(digits, offsets, canvas_size: int = 75):
+    """Paste each digit on a black canvas at its offset.
+
+    Args:
+      digits: uint8 ``[B, 28, 28, 1]`` (or ``[B, 28, 28]``) digits, 0..255.
+      offsets: int ``[B, 2]`` top-left ``(x, y)`` of each digit, each in ``[0, S - 28]``.
+      canvas_size: ``S``.
+
+    Returns:
+      ``(canvases, boxes)``: float32 ``[B, S, S, 1]`` in [0, 1], equal to digit/255
+      inside the patch and 0 elsewhere; float32 ``[B, 4]`` boxes
+      ``[xmin, ymin, xmax, ymax] / S``.
+    """
+    size = check_canvas_size(canvas_size)
+    digits = tf.convert_to_tensor(digits)
+    digits = tf.reshape(digits, [-1, DIGIT_SIZE, DIGIT_SIZE])
+    offsets = tf.cast(offsets, tf.int32)
+    tf.debugging.assert_non_negative(offsets, message="digit offsets must be >= 0")
+    tf.debugging.assert_less_equal(
+        offsets, size - DIGIT_SIZE, message="digit offset puts the digit outside the canvas"
+    )
+    batch = tf.shape(digits)[0]
+    # One scatter per batch: index (b, y + row, x + col) for every digit pixel.
+    b = tf.range(batch)[:, None, None]
+    rows = tf.range(DIGIT_SIZE)[None, :, None]
+    cols = tf.range(DIGIT_SIZE)[None, None, :]
+    x = offsets[:, 0][:, None, None]
+    y = offsets[:, 1][:, None, None]
+    shape = [batch, DIGIT_SIZE, DIGIT_SIZE]
+    indices = tf.stack(
+        [tf.broadcast_to(b, shape), tf.broadcast_to(y + rows, shape), tf.broadcast_to(x + cols, shape)],
+        axis=-1,
+    )
+    pixels = tf.cast(digits, tf.float32) / 255.0
+    canvases = tf.scatter_nd(indices, pixels, [batch, size, size])[..., None]
+    xy = tf.cast(offsets, tf.float32)
+    boxes = tf.concat([xy, xy + DIGIT_SIZE], axis=-1) / float(size)
+    return canvases, boxes
+
+
+def _stream_key(seed: int, split_code: int, pass_index):
+    """Stateless-RNG key for one pass of one split: a pure function of its inputs."""
+    key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), split_code)
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(pass_index, tf.int64))
+
+
+def random_offsets(num_examples: int, canvas_size: int, key):
+    """Uniform integer top-left offsets ``(x, y)`` in ``[0, S - 28]``, both ends included.
+
+    Returns int32 ``[num_examples, 2]``; row ``i`` belongs to example ``i`` of the split.
+    """
+    high = check_canvas_size(canvas_size) - DIGIT_SIZE + 1  # maxval is exclusive
+    return tf.random.stateless_uniform(
+        [num_examples, 2], seed=key, minval=0, maxval=high, dtype=tf.int32
+    )
+
+
+def make_canvas_dataset(
+    images,
+    labels,
+    *,
+    batch_size: int = 64,
+    canvas_size: int = 75,
+    seed: int = 0,
+    training: bool = False,
+    split_code: int = 0,
+    first_step: int = 0,
+    num_parallel_calls=tf.data.AUTOTUNE,
+) -> tf.data.Dataset:
+    """Canvas batches from in-memory digits; :func:`make_dataset` without tfds.
+
+    Args:
+      images: uint8 ``[N, 28, 28, 1]`` digits.
+      labels: int ``[N]`` class ids in ``[0, 10)``.
+      training: if False, one pass in order with one fixed placement per seed and a
+        smaller last batch. If True, an endless stream of shuffled passes of
+        ``N // batch_size`` full batches; pass ``p`` is shuffled and placed with
+        ``(seed, p)``. ``first_step`` skips that many batches of the stream for
+        free (used to resume training mid-stream).
+      split_code: keeps different splits' draws independent under one seed.
+      num_parallel_calls: parallelism of the placement; it never changes the output.
+
+    Returns:
+      ``tf.data.Dataset`` of ``(images, targets)``: float32 ``[B, S, S, 1]`` canvases
+      and ``{"classification": float32 one-hot [B, 10], "bounding_box": float32 [B, 4]}``
+      with boxes ``[xmin, ymin, xmax, ymax] / S``.
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    canvas_size = check_canvas_size(canvas_size)
+    seed = int(seed)
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim != 4 or images.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE, 1) or images.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 [N, 28, 28, 1], got {images.dtype} {images.shape}")
+    if labels.shape != (len(images),):
+        raise ValueError(f"labels must have shape [{len(images)}], got {labels.shape}")
+    num_examples = len(images)
+    if num_examples == 0:
+        raise ValueError("no digits to place: images is empty")
+    digits = tf.constant(images)
+    classes = tf.one_hot(tf.constant(labels), NUM_CLASSES, dtype=tf.float32)
+
+    def assemble(indices, offsets):
+        canvases, boxes = place_digits(tf.gather(digits, indices), offsets, canvas_size)
+        return canvases, {"classification": tf.gather(classes, indices), "bounding_box": boxes}
+
+    if not training:
+        offsets = random_offsets(num_examples, canvas_size, _stream_key(seed, split_code, 0))
+        ds = tf.data.Dataset.from_tensor_slices((tf.range(num_examples), offsets))
+        ds = ds.batch(batch_size)
+    else:
+        steps_per_pass = num_examples // batch_size
+        if steps_per_pass == 0:
+            raise ValueError(
+                f"batch_size {batch_size} is larger than the {num_examples} training digits"
+            )
+        first_step = check_positive_int(first_step, "first_step", minimum=0)
+
+        def one_pass(pass_index):
+            key = _stream_key(seed, split_code, pass_index)
+            order = tf.argsort(
+                tf.random.stateless_uniform([num_examples], seed=tf.random.experimental.stateless_fold_in(key, 1))
+            )[: steps_per_pass * batch_size]
+            offsets = tf.gather(random_offsets(num_examples, canvas_size, key), order)
+            return tf.data.Dataset.from_tensor_slices(
+                (
+                    tf.reshape(order, [steps_per_pass, batch_size]),
+                    tf.reshape(offsets, [steps_per_pass, batch_size, 2]),
+                )
+            )
+
+        first_pass = first_step // steps_per_pass
+        ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass)
+        ds = ds.skip(first_step - first_pass * steps_per_pass)
+    ds = ds.map(assemble, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def make_dataset(
+    split: str,
+    *,
+    batch_size: int = 64,
+    canvas_size: int = 75,
+    seed: int = 0,
+    training=None,
+    data_dir=None,
+    first_step: int = 0,
+) -> tf.data.Dataset:
+    """Batches of MNIST digits placed on black canvases, with class and box targets.
+
+    Args:
+      split: ``"train"``, ``"validation"`` or ``"test"``.
+      batch_size: examples per batch (> 0).
+      canvas_size: ``S``, an integer >= 28.
+      seed: selects the placement (and, in training, the shuffle). The same seed
+        always gives byte-identical canvases and boxes.
+      training: default True for ``"train"``, else False. See
+        :func:`make_canvas_dataset`: training is an endless stream of reshuffled,
+        re-placed passes (use ``steps_per_epoch`` or ``take``); evaluation is one
+        pass with one fixed placement per seed.
+      data_dir: tfds data directory (default ``$TFDS_DATA_DIR``). Never downloads.
+      first_step: training only: start the stream at this batch (resume).
+
+    Returns:
+      ``tf.data.Dataset`` of ``(images, targets)``: images float32 ``[B, S, S, 1]`` in
+      [0, 1]; targets ``{"classification": float32 one-hot [B, 10],
+      "bounding_box": float32 [B, 4]}``, boxes ``[xmin, ymin, xmax, ymax] / S``.
+    """
+    _check_split(split)
+    batch_size = check_positive_int(batch_size, "batch_size")
+    canvas_size = check_canvas_size(canvas_size)
+    if training is None:
+        training = split == "train"
+    images, labels = load_digit_arrays(split, data_dir)
+    return make_canvas_dataset(
+        images,
+        labels,
+        batch_size=batch_size,
+        canvas_size=canvas_size,
+        seed=seed,
+        training=bool(training),
+        split_code=_SPLIT_CODES[split],
+        first_step=first_step,
+    )
+
+
+def canvases_at(split: str, indices, *, canvas_size: int = 75, seed: int = 0, data_dir=None):
+    """The fixed evaluation canvases of ``split`` at ``indices``, without building the rest.
+
+    Same canvases and targets as example ``indices[i]`` of
+    ``make_dataset(split, training=False, seed=seed, canvas_size=canvas_size)``.
+
+    Returns ``(images float32 [K, S, S, 1], labels int64 [K], boxes float32 [K, 4])``.
+    """
+    canvas_size = check_canvas_size(canvas_size)
+    images, labels = load_digit_arrays(split, data_dir)
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(images)):
+        raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")
+    offsets = random_offsets(len(images), canvas_size, _stream_key(int(seed), _SPLIT_CODES[split], 0))
+    canvases, boxes = place_digits(images[indices], tf.gather(offsets, indices), canvas_size)
+    return canvases.numpy(), labels[indices], boxes.numpy()

@@ -1,0 +1,132 @@
+"""Predictions and the evaluation report."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .boxes import iou
+
+IOU_THRESHOLDS = (0.5, 0.6, 0.75)
+
+
+def check_images(images, canvas_size: int) -> np.ndarray:
+    """Return canvases as float32 ``[N, S, S, 1]`` in [0, 1], or raise naming the problem.
+
+    Accepts ``[S, S]``, ``[S, S, 1]``, ``[N, S, S]`` or ``[N, S, S, 1]``; uint8 (0..255,
+    scaled by 1/255) or floating point in [0, 1]. Raises TypeError for other dtypes,
+    ValueError for empty input, a wrong rank, size or channel count, NaN/inf pixels
+    or float values outside [0, 1].
+    """
+    array = np.asarray(images)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    else:
+        raise TypeError(f"images must be uint8 or float, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"images is empty (shape {array.shape})")
+    if array.ndim == 2:
+        array = array[None, :, :, None]
+    elif array.ndim == 3:
+        # [H, W, C] when the first two sides match and C looks like channels, else [N, H, W].
+        is_single = array.shape[0] == array.shape[1] and array.shape[2] in (1, 3, 4)
+        array = array[None] if is_single else array[..., None]
+    elif array.ndim != 4:
+        raise ValueError(f"images must have rank 2 to 4 ([N,] S, S[, 1]), got shape {array.shape}")
+    if array.shape[-1] != 1:
+        raise ValueError(f"images must have 1 channel (grayscale), got {array.shape[-1]} in shape {array.shape}")
+    if array.shape[1:3] != (canvas_size, canvas_size):
+        raise ValueError(
+            f"images must be {canvas_size}x{canvas_size} canvases for this model, got {array.shape[1]}x{array.shape[2]}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError("images contain NaN or infinite pixels")
+    if array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(f"float images must lie in [0, 1], got range [{array.min():g}, {array.max():g}]")
+    return array
+
+
+def model_canvas_size(model: keras.Model) -> int:
+    return int(model.input_shape[1])
+
+
+def predict(model: keras.Model, images, batch_size: int = 500) -> dict:
+    """Run the model on canvases (see :func:`check_images` for accepted forms).
+
+    Returns ``{"labels": int64 [N], "confidence": float32 [N], "probabilities":
+    float32 [N, 10], "boxes": float32 [N, 4]}``, boxes ``[xmin, ymin, xmax, ymax]``
+    normalized to the canvas.
+    """
+    canvases = check_images(images, model_canvas_size(model))
+    outputs = model.predict(canvases, batch_size=batch_size, verbose=0)
+    probabilities = np.asarray(outputs["classification"], np.float32)
+    return {
+        "labels": probabilities.argmax(-1).astype(np.int64),
+        "confidence": probabilities.max(-1),
+        "probabilities": probabilities,
+        "boxes": np.asarray(outputs["bounding_box"], np.float32),
+    }
+
+
+def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+    """Predict a finite dataset of ``(images, targets)`` batches in one pass.
+
+    Returns numpy arrays: ``true_labels`` int64 ``[N]``, ``true_boxes`` float32
+    ``[N, 4]``, and ``labels``, ``confidence``, ``boxes`` as in :func:`predict`.
+    """
+    predict_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+    parts = {"true_labels": [], "true_boxes": [], "labels": [], "confidence": [], "boxes": []}
+    for images, targets in dataset:
+        outputs = predict_step(images)
+        probabilities = outputs["classification"].numpy()
+        parts["true_labels"].append(targets["classification"].numpy().argmax(-1))
+        parts["true_boxes"].append(targets["bounding_box"].numpy())
+        parts["labels"].append(probabilities.argmax(-1))
+        parts["confidence"].append(probabilities.max(-1))
+        parts["boxes"].append(outputs["bounding_box"].numpy().astype(np.float32))
+    if not parts["labels"]:
+        raise ValueError("the dataset is empty")
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def report(true_labels, pred_labels, true_boxes, pred_boxes) -> dict:
+    """The evaluation report from arrays; see :func:`evaluate`."""
+    true_labels = np.asarray(true_labels)
+    pred_labels = np.asarray(pred_labels)
+    ious = np.atleast_1d(iou(pred_boxes, true_boxes))
+    correct = pred_labels == true_labels
+    result = {
+        "num_examples": int(len(ious)),
+        "accuracy": float(correct.mean()),
+        "mean_iou": float(ious.mean()),
+        "median_iou": float(np.median(ious)),
+        **{f"iou_at_{round(t * 100)}": float((ious >= t).mean()) for t in IOU_THRESHOLDS},
+        "box_mse": float(np.mean((np.asarray(pred_boxes, np.float64) - np.asarray(true_boxes, np.float64)) ** 2)),
+        "detection_accuracy": float((correct & (ious >= 0.5)).mean()),
+        "per_class": {},
+    }
+    for digit in range(10):
+        mask = true_labels == digit
+        count = int(mask.sum())
+        result["per_class"][str(digit)] = {
+            "count": count,
+            "accuracy": float(correct[mask].mean()) if count else None,
+            "mean_iou": float(ious[mask].mean()) if count else None,
+        }
+    return result
+
+
+def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict:
+    """Score ``model`` on a finite dataset of ``(images, targets)`` batches.
+
+    Returns plain Python numbers (JSON-ready): ``num_examples``, ``accuracy``,
+    ``mean_iou``, ``median_iou``, ``iou_at_50``/``60``/``75`` (fraction of examples
+    with IoU >= 0.50/0.60/0.75), ``box_mse`` (mean over examples and the 4
+    normalized coordinates), ``detection_accuracy`` (class right and IoU >= 0.5), and
+    ``per_class``: ``{"0": {"count", "accuracy", "mean_iou"}, ..., "9": ...}``.
+    """
+    p = predict_dataset(model, dataset)
+    return report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"])

@@ -1,0 +1,117 @@
+"""The two-headed CNN: one trunk, a classification head and a bounding-box head.
+
+Both heads read the same features: where a digit is and what it is are found by the
+same strokes, so one trunk learns both at little more than the cost of one.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from .boxes import iou_tensor
+
+BOX_LOSSES = ("mse", "l1", "iou_l1")
+
+
+def build_model(canvas_size: int = 75, num_classes: int = 10, *, dtype_policy=None) -> keras.Model:
+    """The seed architecture, uncompiled.
+
+    Input float32 ``[B, S, S, 1]`` → Conv2D(16,3,relu) → AvgPool(2) → Conv2D(32,3,relu)
+    → AvgPool(2) → Conv2D(64,3,relu) → AvgPool(2) → Flatten → Dense(128,relu) → heads
+    ``classification`` (Dense(num_classes), softmax probabilities ``[B, num_classes]``)
+    and ``bounding_box`` (Dense(4), linear, ``[B, 4]`` as ``[xmin, ymin, xmax, ymax]``
+    normalized to the canvas). 426,638 parameters at S = 75.
+
+    ``dtype_policy`` (e.g. ``"mixed_bfloat16"``) sets the trunk's compute dtype; the
+    Dense layers and heads always compute in float32, since box edges need more than
+    bfloat16's 8 bits of mantissa (1/256 of the canvas is 0.3 px).
+    """
+    from .data import check_canvas_size, check_positive_int  # validation only; no data loading
+
+    canvas_size = check_canvas_size(canvas_size)
+    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    trunk = {"dtype": dtype_policy} if dtype_policy else {}
+    inputs = keras.Input(shape=(canvas_size, canvas_size, 1), name="canvas")
+    x = inputs
+    for i, filters in enumerate((16, 32, 64), start=1):
+        x = layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}", **trunk)(x)
+        x = layers.AveragePooling2D(2, name=f"pool{i}", **trunk)(x)
+    x = layers.Flatten(name="flatten", **trunk)(x)
+    x = layers.Dense(128, activation="relu", name="dense", dtype="float32")(x)
+    classification = layers.Dense(num_classes, activation="softmax", name="classification", dtype="float32")(x)
+    bounding_box = layers.Dense(4, name="bounding_box", dtype="float32")(x)
+    return keras.Model(inputs, {"classification": classification, "bounding_box": bounding_box}, name="mnist_loc")
+
+
+@keras.saving.register_keras_serializable(package="mnist_loc")
+class MeanBoxIoU(keras.metrics.Mean):
+    """Mean IoU of predicted vs true ``[B, 4]`` boxes ``[xmin, ymin, xmax, ymax]``.
+
+    Not ``keras.metrics.IoU``, which scores segmentation masks.
+    """
+
+    def __init__(self, name="mean_iou", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        return super().update_state(iou_tensor(y_pred, y_true, ops), sample_weight=sample_weight)
+
+
+@keras.saving.register_keras_serializable(package="mnist_loc")
+class BoxLoss(keras.losses.Loss):
+    """Box regression loss on ``[B, 4]`` normalized boxes.
+
+    ``kind``: ``"mse"`` (the seed's), ``"l1"`` (mean absolute error), or ``"iou_l1"``
+    (``1 - IoU`` plus L1). L1 keeps a constant pull on sub-pixel errors, where MSE's
+    gradient fades; ``1 - IoU`` measures the error in the unit we report.
+    """
+
+    def __init__(self, kind="mse", name=None, reduction="sum_over_batch_size", dtype=None):
+        if kind not in BOX_LOSSES:
+            raise ValueError(f"unknown box loss {kind!r}; choose one of {BOX_LOSSES}")
+        super().__init__(name=name or f"box_{kind}", reduction=reduction, dtype=dtype)
+        self.kind = kind
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        if self.kind == "mse":
+            return ops.mean(ops.square(y_pred - y_true), axis=-1)
+        l1 = ops.mean(ops.abs(y_pred - y_true), axis=-1)
+        if self.kind == "l1":
+            return l1
+        return 1.0 - iou_tensor(y_pred, y_true, ops) + l1
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind}
+
+
+def compile_model(
+    model: keras.Model,
+    *,
+    learning_rate=1e-3,
+    box_loss_weight=1.0,
+    box_loss: str = "mse",
+    classification_loss_weight=1.0,
+) -> keras.Model:
+    """Compile ``model`` in place and return it. Defaults reproduce the seed's recipe.
+
+    Adam(``learning_rate``: a float or a ``keras.optimizers.schedules`` schedule);
+    losses ``categorical_crossentropy`` on ``classification`` and ``box_loss`` (see
+    :class:`BoxLoss`; ``"mse"`` is Keras' mean squared error) on ``bounding_box``,
+    weighted ``classification_loss_weight : box_loss_weight`` (1 : 1); metrics
+    accuracy, and mse plus :class:`MeanBoxIoU` on the box.
+    """
+    box = "mse" if box_loss == "mse" else BoxLoss(box_loss)
+    if isinstance(box_loss, str) and box_loss not in BOX_LOSSES:
+        raise ValueError(f"unknown box loss {box_loss!r}; choose one of {BOX_LOSSES}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss={"classification": "categorical_crossentropy", "bounding_box": box},
+        loss_weights={"classification": classification_loss_weight, "bounding_box": box_loss_weight},
+        metrics={"classification": ["accuracy"], "bounding_box": ["mse", MeanBoxIoU()]},
+    )
+    return model

@@ -1,0 +1,148 @@
+"""Figures for canvases, boxes, training curves and IoU.
+
+Every function returns a ``matplotlib.figure.Figure`` (made without pyplot's global
+state, so it works under any backend, headless included). Boxes are
+``[xmin, ymin, xmax, ymax]`` normalized to the canvas: edges in continuous pixel
+coordinates, so pixel column ``c`` spans ``[c, c + 1)``. ``imshow`` puts pixel
+centers at integers, hence the half-pixel shift in :func:`draw_box`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+TRUE_COLOR = "lime"
+PRED_COLOR = "red"
+
+
+def draw_box(ax, box, canvas_size: int, color: str = PRED_COLOR, linewidth: float = 1.5) -> Rectangle:
+    """Draw one normalized box on an ``imshow`` axis of an ``S x S`` canvas; return the patch."""
+    xmin, ymin, xmax, ymax = (float(v) * canvas_size for v in box)
+    patch = Rectangle(
+        (xmin - 0.5, ymin - 0.5), xmax - xmin, ymax - ymin, fill=False, edgecolor=color, linewidth=linewidth
+    )
+    ax.add_patch(patch)
+    return patch
+
+
+def plot_canvases(
+    images,
+    true_boxes=None,
+    pred_boxes=None,
+    *,
+    true_labels=None,
+    pred_labels=None,
+    ious=None,
+    iou_threshold: float = 0.6,
+    ncols: int = 10,
+    title: str | None = None,
+) -> Figure:
+    """A grid of canvases with the true box (green) and the predicted box (red).
+
+    Args:
+      images: ``[N, S, S, 1]`` or ``[N, S, S]`` canvases.
+      true_boxes, pred_boxes: optional ``[N, 4]`` normalized boxes.
+      true_labels, pred_labels, ious: optional ``[N]``; under each canvas the
+        predicted label (or the true one) and the IoU, in red when the label is
+        wrong or the IoU is below ``iou_threshold``.
+    """
+    images = np.asarray(images)
+    images = images[..., 0] if images.ndim == 4 else images
+    n = len(images)
+    canvas_size = images.shape[1]
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig = Figure(figsize=(1.6 * ncols, 1.9 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0)
+        if true_boxes is not None:
+            draw_box(ax, true_boxes[i], canvas_size, TRUE_COLOR)
+        if pred_boxes is not None:
+            draw_box(ax, pred_boxes[i], canvas_size, PRED_COLOR)
+        parts, bad = [], False
+        if pred_labels is not None:
+            parts.append(f"pred {int(pred_labels[i])}")
+            bad |= true_labels is not None and int(pred_labels[i]) != int(true_labels[i])
+        elif true_labels is not None:
+            parts.append(f"label {int(true_labels[i])}")
+        if ious is not None:
+            parts.append(f"IoU {float(ious[i]):.2f}")
+            bad |= float(ious[i]) < iou_threshold
+        if parts:
+            ax.set_xlabel("\n".join(parts), color="red" if bad else "black", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_history(history: dict) -> Figure:
+    """Training curves from ``{metric: [per-epoch values]}`` (Keras log names), train vs validation."""
+    panels = [
+        ("classification_loss", "classification loss"),
+        ("classification_accuracy", "accuracy"),
+        ("bounding_box_loss", "box loss"),
+        ("bounding_box_mean_iou", "box mean IoU"),
+    ]
+    fig = Figure(figsize=(12, 3), layout="constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (key, label) in zip(axes, panels):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + key)
+            if values:
+                epochs = np.arange(1, len(values) + 1)
+                ax.plot(epochs, values, style, marker=".", label="validation" if prefix else "train")
+        ax.set_title(label)
+        ax.set_xlabel("epoch")
+        if key.endswith("loss"):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def plot_iou_histogram(ious, thresholds=(0.5, 0.6, 0.75)) -> Figure:
+    """Histogram of per-example IoU with the report's thresholds marked."""
+    ious = np.asarray(ious, dtype=float)
+    fig = Figure(figsize=(6, 3.2), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(ious, bins=np.linspace(0, 1, 101), color="steelblue")
+    ax.set_yscale("log")
+    for t in thresholds:
+        ax.axvline(t, color="gray", linestyle=":")
+        ax.text(t, ax.get_ylim()[1], f" {np.mean(ious >= t):.2%} ≥ {t}", rotation=90, va="top", fontsize=8)
+    ax.set_xlabel("IoU of predicted vs true box")
+    ax.set_ylabel("test digits (log)")
+    ax.set_title(f"IoU over {len(ious):,} test digits: mean {ious.mean():.3f}, median {np.median(ious):.3f}")
+    return fig
+
+
+def worst_indices(true_labels, pred_labels, ious, n: int = 10) -> np.ndarray:
+    """Indices of the ``n`` worst predictions: misclassified first, then lowest IoU."""
+    wrong = np.asarray(true_labels) != np.asarray(pred_labels)
+    order = np.lexsort((np.asarray(ious), ~wrong))
+    return order[:n]
+
+
+def plot_worst(images, true_boxes, pred_boxes, true_labels, pred_labels, ious, n: int = 10, **kwargs) -> Figure:
+    """Gallery of the ``n`` worst predictions (see :func:`worst_indices`).
+
+    ``true_boxes`` … ``ious`` are full-length ``[N, ...]`` arrays; ``images`` is either
+    the ``[N, S, S, 1]`` canvases or a function mapping an index array to those
+    canvases (so the caller need not hold every canvas in memory).
+    """
+    idx = worst_indices(true_labels, pred_labels, ious, n)
+    canvases = images(idx) if callable(images) else np.asarray(images)[idx]
+    pick = lambda a: np.asarray(a)[idx]  # noqa: E731
+    kwargs.setdefault("title", f"The {len(idx)} worst predictions (misclassified first, then lowest IoU)")
+    return plot_canvases(
+        canvases, pick(true_boxes), pick(pred_boxes), true_labels=pick(true_labels),
+        pred_labels=pick(pred_labels), ious=pick(ious), **kwargs,
+    )

@@ -1,0 +1,287 @@
+"""Training: one config dataclass, one ``train()``; ties data and model together."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import artifacts
+from .data import check_canvas_size, check_positive_int, load_digit_arrays, make_dataset
+from .model import BOX_LOSSES, build_model, compile_model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every choice of a training run. The defaults are mnist_loc's recipe.
+
+    The seed's recipe is ``TrainConfig.lab()``: batch 64, constant Adam 1e-3, MSE box
+    loss at weight 1, float32, 10 passes.
+    """
+
+    epochs: int = 20
+    steps_per_epoch: int | None = None  # None: one full pass over the 55,000 training digits
+    batch_size: int = 128
+    learning_rate: float = 3e-3  # peak of the schedule
+    schedule: str = "warmup_cosine"  # or "constant"
+    warmup_epochs: float = 1.0
+    box_loss: str = "iou_l1"
+    box_loss_weight: float = 10.0
+    mixed_precision: bool = True  # bfloat16 trunk; Dense layers and heads stay float32
+    canvas_size: int = 75
+    seed: int = 0
+    validation_batch_size: int = 500
+    deterministic: bool = True  # tf op determinism: same seed, same weights
+
+    def __post_init__(self):
+        check_positive_int(self.epochs, "epochs", minimum=0)
+        if self.steps_per_epoch is not None:
+            check_positive_int(self.steps_per_epoch, "steps_per_epoch")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.validation_batch_size, "validation_batch_size")
+        check_canvas_size(self.canvas_size)
+        check_positive_int(self.seed, "seed", minimum=0)
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        if self.schedule not in ("warmup_cosine", "constant"):
+            raise ValueError(f"schedule must be 'warmup_cosine' or 'constant', got {self.schedule!r}")
+        if not (isinstance(self.warmup_epochs, (int, float)) and self.warmup_epochs >= 0):
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
+        if not (isinstance(self.box_loss_weight, (int, float)) and self.box_loss_weight > 0):
+            raise ValueError(f"box_loss_weight must be a positive number, got {self.box_loss_weight!r}")
+
+    @classmethod
+    def lab(cls, **overrides) -> "TrainConfig":
+        """The course lab's recipe, for comparison."""
+        recipe = dict(
+            epochs=10, batch_size=64, learning_rate=1e-3, schedule="constant", warmup_epochs=0,
+            box_loss="mse", box_loss_weight=1.0, mixed_precision=False,
+        )
+        return cls(**{**recipe, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def resolved_steps_per_epoch(self, data_dir=None) -> int:
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        return len(load_digit_arrays("train", data_dir)[0]) // self.batch_size
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped and wrote no final files."""
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model
+    history: dict = field(default_factory=dict)  # metric name -> list, one value per epoch
+    train_seconds: float = 0.0  # fit time of this process (validation included)
+    resumed_from_epoch: int = 0
+
+
+def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
+    """A float for ``"constant"``; else linear warmup to the peak, then cosine to zero."""
+    if config.schedule == "constant":
+        return config.learning_rate
+    total = max(config.epochs * steps_per_epoch, 1)
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
+        decay_steps=total - warmup,
+        alpha=0.0,
+        warmup_target=config.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """Build and compile the model a config describes (call inside a strategy scope)."""
+    model = build_model(config.canvas_size, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
+    return compile_model(
+        model,
+        learning_rate=learning_rate_schedule(config, steps_per_epoch),
+        box_loss=config.box_loss,
+        box_loss_weight=config.box_loss_weight,
+    )
+
+
+class _Recorder(keras.callbacks.Callback):
+    """Collect each epoch's logs into ``history`` (name -> list of floats)."""
+
+    def __init__(self, history):
+        super().__init__()
+        self.history = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if all(math.isfinite(float(v)) for v in logs.values()):  # a diverged epoch is not history
+            for name, value in logs.items():
+                self.history.setdefault(name, []).append(float(value))
+            self.epoch_recorded(epoch + 1)
+
+    def epoch_recorded(self, epochs_done):
+        pass
+
+
+class _Checkpoint(_Recorder):
+    """Also save weights + optimizer state + history, atomically, after every epoch."""
+
+    def __init__(self, history, backup_dir, config):
+        super().__init__(history)
+        self.backup_dir = backup_dir
+        self.config = config
+
+    def epoch_recorded(self, epochs_done):
+        _save_backup(self.backup_dir, self.model, self.config, epochs_done, self.history)
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    """Stop at the first non-finite batch loss (keras' TerminateOnNaN, remembering it happened)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bad_batch = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_batch = batch
+            self.model.stop_training = True
+
+
+_WEIGHTS = "state.weights.h5"
+_STATE = "state.json"
+
+
+def _save_backup(backup_dir, model, config, epochs_done, history):
+    os.makedirs(backup_dir, exist_ok=True)
+    with artifacts.atomic_path(os.path.join(backup_dir, _WEIGHTS)) as tmp:
+        model.save_weights(tmp)
+    state = {"epochs_done": epochs_done, "config": config.to_dict(), "history": history}
+    artifacts.write_json(os.path.join(backup_dir, _STATE), state)
+
+
+def _load_backup(backup_dir, model, config):
+    """Restore weights and optimizer state; return ``(epochs_done, history)`` or ``(0, {})``."""
+    state_path = os.path.join(backup_dir, _STATE)
+    if not os.path.exists(state_path):
+        return 0, {}
+    with open(state_path) as f:
+        state = json.load(f)
+    if state["config"] != config.to_dict():
+        raise ValueError(
+            f"the backup in {backup_dir} was made with another config; delete it or rerun with "
+            f"the same settings. Backup: {state['config']}; now: {config.to_dict()}"
+        )
+    # Build the optimizer's variables so the saved optimizer state has a place to go.
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(backup_dir, _WEIGHTS))
+    return int(state["epochs_done"]), state["history"]
+
+
+def train(
+    config: TrainConfig = TrainConfig(),
+    *,
+    data_dir=None,
+    backup_dir=None,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose=1,
+    callbacks=(),
+) -> TrainResult:
+    """Train the model a config describes on the ``"train"`` split.
+
+    Validates on the fixed ``"validation"`` canvases after every epoch. With
+    ``backup_dir``, every finished epoch is checkpointed there (weights, optimizer
+    state, history) and a rerun with the same config resumes after the last
+    finished epoch, producing the same weights as an uninterrupted run. With a
+    ``tf.distribute`` ``strategy``, the model is built in its scope and Keras
+    splits each batch across its replicas.
+
+    Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss
+    becomes NaN/inf (the backup then still holds the last good epoch).
+    """
+    if config.deterministic:
+        keras.utils.set_random_seed(config.seed)
+        tf.config.experimental.enable_op_determinism()
+    steps = config.resolved_steps_per_epoch(data_dir)
+    strategy = strategy or tf.distribute.get_strategy()
+    with strategy.scope():
+        model = make_model(config, steps)
+    start_epoch, history = (0, {})
+    if backup_dir:
+        start_epoch, history = _load_backup(backup_dir, model, config)
+    train_ds = make_dataset(
+        "train", batch_size=config.batch_size, canvas_size=config.canvas_size, seed=config.seed,
+        data_dir=data_dir, first_step=start_epoch * steps,
+    )
+    val_ds = make_dataset(
+        "validation", batch_size=config.validation_batch_size, canvas_size=config.canvas_size,
+        seed=config.seed, data_dir=data_dir,
+    )
+    nan_guard = _StopOnNaN()
+    all_callbacks = [nan_guard, *callbacks]
+    all_callbacks.append(_Checkpoint(history, backup_dir, config) if backup_dir else _Recorder(history))
+    start = time.perf_counter()
+    if start_epoch < config.epochs:
+        model.fit(
+            train_ds,
+            epochs=config.epochs,
+            initial_epoch=start_epoch,
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            callbacks=all_callbacks,
+            verbose=verbose,
+        )
+    train_seconds = time.perf_counter() - start
+    if nan_guard.bad_batch is not None:
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite at batch {nan_guard.bad_batch} of epoch "
+            f"{len(history.get('loss', [])) + 1}; training stopped and no final files were written "
+            "(try a lower learning_rate)"
+        )
+    return TrainResult(model=model, history=history, train_seconds=train_seconds, resumed_from_epoch=start_epoch)
+
+
+
+def remove_backup(backup_dir):
+    """Delete a finished run's backup folder."""
+    if backup_dir and os.path.isdir(backup_dir):
+        shutil.rmtree(backup_dir)
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One line per epoch with a bar, elapsed time and the headline metrics.
+
+    Made for logs and notebooks, where a per-step bar would fill the output.
+    """
+
+    def __init__(self, epochs: int, width: int = 20, print_fn=print):
+        super().__init__()
+        self.epochs = epochs
+        self.width = width
+        self.print_fn = print_fn
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        done = epoch + 1
+        filled = round(self.width * done / max(self.epochs, 1))
+        bar = "#" * filled + "." * (self.width - filled)
+        shown = [("acc", "classification_accuracy"), ("iou", "bounding_box_mean_iou"),
+                 ("val_acc", "val_classification_accuracy"), ("val_iou", "val_bounding_box_mean_iou")]
+        numbers = "  ".join(f"{label} {logs[key]:.4f}" for label, key in shown if key in logs)
+        self.print_fn(f"epoch {done:>3}/{self.epochs} [{bar}] {time.perf_counter() - self.start:6.1f}s  {numbers}", flush=True)

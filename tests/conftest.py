@@ -1,0 +1,35 @@
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The prepared tfds folder: $TFDS_DATA_DIR, else ../shared/tensorflow_datasets.
+
+    Missing data fails the test in CI (CI=true) and skips it elsewhere.
+    """
+    import tensorflow_datasets as tfds
+
+    path = os.environ.get("TFDS_DATA_DIR") or str(ROOT.parent / "shared" / "tensorflow_datasets")
+    if not tfds.builder("mnist", data_dir=path).is_prepared():
+        message = f"MNIST is not prepared in {path}; set TFDS_DATA_DIR"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def synthetic_digits(n=12, seed=0):
+    """Small fake digits: uint8 [n, 28, 28, 1] with every pixel non-zero, labels 0..9."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(1, 256, size=(n, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % 10
+    return images, labels

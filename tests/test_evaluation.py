@@ -1,0 +1,95 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from mnist_loc.data import make_canvas_dataset
+from mnist_loc.evaluation import check_images, evaluate, predict, report
+from conftest import synthetic_digits
+
+S = 75
+
+
+def oracle(shift=0.0):
+    """A model that answers from the canvas itself: always label 3, and the box from
+    where the ink is, shifted right by ``shift`` px (the synthetic digits have ink in
+    every pixel, so the ink's extent is exactly the 28x28 patch)."""
+
+    def box_from_ink(x):
+        ink = keras.ops.cast(x[..., 0] > 0, "float32")
+        idx = keras.ops.arange(S, dtype="float32")
+        xmin = keras.ops.min(keras.ops.where(keras.ops.max(ink, axis=1) > 0, idx, 1e9), axis=1)
+        ymin = keras.ops.min(keras.ops.where(keras.ops.max(ink, axis=2) > 0, idx, 1e9), axis=1)
+        return keras.ops.stack([xmin + shift, ymin, xmin + 28 + shift, ymin + 28], axis=1) / S
+
+    def always_three(x):
+        return keras.ops.one_hot(keras.ops.full([keras.ops.shape(x)[0]], 3, dtype="int32"), 10)
+
+    inputs = keras.Input((S, S, 1))
+    outputs = {
+        "classification": keras.layers.Lambda(always_three, output_shape=(10,), name="classification")(inputs),
+        "bounding_box": keras.layers.Lambda(box_from_ink, output_shape=(4,), name="bounding_box")(inputs),
+    }
+    return keras.Model(inputs, outputs)
+
+
+def test_evaluate_known_answer():
+    images, labels = synthetic_digits(20)  # labels 0..9 twice, all pixels non-zero
+    ds = make_canvas_dataset(images, labels, batch_size=6)
+    result = evaluate(oracle(shift=0.0), ds)
+    json.dumps(result)  # JSON-ready
+    assert result["num_examples"] == 20
+    assert result["accuracy"] == pytest.approx(0.1)  # always says 3
+    assert result["mean_iou"] == pytest.approx(1.0) and result["median_iou"] == pytest.approx(1.0)
+    assert result["iou_at_75"] == 1.0 and result["box_mse"] == pytest.approx(0.0, abs=1e-12)
+    assert result["detection_accuracy"] == pytest.approx(0.1)
+    assert result["per_class"]["3"] == {"count": 2, "accuracy": 1.0, "mean_iou": pytest.approx(1.0)}
+    assert result["per_class"]["4"]["accuracy"] == 0.0
+    assert sorted(result["per_class"]) == [str(d) for d in range(10)]
+
+
+def test_evaluate_shifted_boxes():
+    images, labels = synthetic_digits(10)
+    result = evaluate(oracle(shift=7.0), make_canvas_dataset(images, labels, batch_size=4))
+    expected = 21 * 28 / (2 * 784 - 21 * 28)  # 0.6: a 7 px shift of a 28 px box
+    assert result["mean_iou"] == pytest.approx(expected, abs=1e-5)
+    assert result["iou_at_50"] == 1.0 and result["iou_at_75"] == 0.0
+    assert result["box_mse"] == pytest.approx(2 * (7 / S) ** 2 / 4, rel=1e-4)
+
+
+def test_report_thresholds_are_inclusive():
+    true = np.array([[0, 0, 10, 10]] * 2, float)
+    pred = np.array([[0, 0, 10, 5], [0, 0, 10, 6]], float)  # IoU 0.5 and 0.6 exactly
+    r = report([1, 2], [1, 0], true, pred)
+    assert r["iou_at_50"] == 1.0 and r["iou_at_60"] == 0.5
+    assert r["detection_accuracy"] == 0.5
+    assert r["per_class"]["0"] == {"count": 0, "accuracy": None, "mean_iou": None}
+
+
+def test_predict_shapes_and_uint8_scaling():
+    model = oracle()
+    canvas = np.zeros((S, S), np.uint8)
+    canvas[10:38, 20:48] = 255
+    out = predict(model, canvas)
+    assert out["labels"].tolist() == [3]
+    np.testing.assert_allclose(out["boxes"][0], np.array([20, 10, 48, 38]) / S, atol=1e-6)
+    assert predict(model, np.zeros((5, S, S, 1), np.float32))["boxes"].shape == (5, 4)
+
+
+@pytest.mark.parametrize(
+    "images,error,match",
+    [
+        (np.zeros((2, 2, S, S, 1), np.float32), ValueError, "rank"),
+        (np.zeros((1, 28, 28, 1), np.float32), ValueError, "75x75"),
+        (np.zeros((S, S, 3), np.float32), ValueError, "1 channel"),
+        (np.zeros((1, S, S, 1), np.int32), TypeError, "dtype"),
+        (np.zeros((0, S, S, 1), np.float32), ValueError, "empty"),
+        (np.full((1, S, S, 1), np.nan, np.float32), ValueError, "NaN"),
+        (np.full((1, S, S, 1), np.inf, np.float32), ValueError, "NaN or infinite"),
+        (np.full((1, S, S, 1), 255.0, np.float32), ValueError, r"\[0, 1\]"),
+    ],
+)
+def test_bad_images(images, error, match):
+    with pytest.raises(error, match=match):
+        check_images(images, S)
