@@ -108,3 +108,30 @@ def load_model(path) -> keras.Model:
         raise ModelFileError(f"could not load {path} as a Keras model: {error}") from None
     except Exception as error:  # zip/h5/json damage surfaces as many types
         raise ModelFileError(f"could not load {path} as a Keras model: {type(error).__name__}: {error}") from None
+
+
+def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None) -> dict:
+    """Write a finished run: ``model.keras``, ``metrics.json``, ``history.csv`` (and ``predictions.png``).
+
+    ``metrics.json`` is ``report`` plus ``train_seconds``, ``config`` and library
+    versions; it is returned. Every file is written atomically.
+    """
+    import platform
+
+    import tensorflow as tf
+
+    from . import __version__
+
+    metrics = {
+        **report,
+        "train_seconds": float(train_seconds),
+        "config": config,
+        "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+    }
+    save_model(model, os.path.join(out_dir, "model.keras"))
+    write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    write_history_csv(os.path.join(out_dir, "history.csv"), history)
+    if figure is not None:
+        with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+    return metrics

@@ -29,6 +29,16 @@ def _int_at_least(minimum):
     return parse
 
 
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
 def _existing_dir(text):
     if not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"not a directory: {text}")
@@ -55,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_int_at_least(0), default=defaults.epochs, help=f"passes of training (default {defaults.epochs})")
     train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the 55,000 training digits)")
     train.add_argument("--batch-size", type=_int_at_least(1), default=defaults.batch_size, help=f"(default {defaults.batch_size})")
+    train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate, help=f"peak learning rate (default {defaults.learning_rate:g})")
     train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
     train.add_argument("--data-dir", type=_existing_dir, default=None, help="tensorflow-datasets folder holding mnist (default $TFDS_DATA_DIR)")
     train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
@@ -90,41 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_report(report: dict, title: str) -> None:
-    print(title)
-    rows = [
-        ("examples", f"{report['num_examples']:,}"),
-        ("accuracy", f"{report['accuracy']:.4f}"),
-        ("mean IoU", f"{report['mean_iou']:.4f}"),
-        ("median IoU", f"{report['median_iou']:.4f}"),
-        ("IoU >= 0.50", f"{report['iou_at_50']:.4f}"),
-        ("IoU >= 0.60", f"{report['iou_at_60']:.4f}"),
-        ("IoU >= 0.75", f"{report['iou_at_75']:.4f}"),
-        ("box MSE", f"{report['box_mse']:.3g}"),
-        ("detection accuracy", f"{report['detection_accuracy']:.4f}"),
-    ]
-    for name, value in rows:
-        print(f"  {name:<20}{value:>10}")
-    print(f"  {'digit':<6}{'count':>7}{'accuracy':>10}{'mean IoU':>10}")
-    for digit, row in report["per_class"].items():
-        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        miou = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.4f}"
-        print(f"  {digit:<6}{row['count']:>7}{acc:>10}{miou:>10}")
-
-
 def _cmd_train(args) -> int:
-    import platform
-
     import tensorflow as tf
 
-    from . import __version__, artifacts
-    from .data import canvases_at, make_dataset
-    from .evaluation import evaluate, predict
-    from .plots import plot_canvases
+    from . import artifacts
     from .boxes import iou
+    from .data import canvases_at, make_dataset
+    from .evaluation import evaluate, format_report, predict
+    from .plots import plot_canvases
     from .training import EpochProgress, TrainConfig, remove_backup, train
 
-    config = TrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, seed=args.seed)
+    config = TrainConfig(
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
+        learning_rate=args.learning_rate, seed=args.seed,
+    )
     backup_dir = os.path.join(args.out, "backup")
     if args.restart:
         remove_backup(backup_dir)
@@ -138,24 +128,12 @@ def _cmd_train(args) -> int:
         print(f"resumed after epoch {result.resumed_from_epoch} from {backup_dir}")
     test = make_dataset("test", batch_size=500, canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir)
     report = evaluate(result.model, test)
-    metrics = {
-        **report,
-        "split": "test",
-        "train_seconds": result.train_seconds,
-        "train_seconds_note": "fit time of the last process; a resumed run counts only the part after resuming",
-        "config": config.to_dict(),
-        "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "python": platform.python_version()},
-    }
-    artifacts.save_model(result.model, os.path.join(args.out, "model.keras"))
-    artifacts.write_json(os.path.join(args.out, "metrics.json"), metrics)
-    artifacts.write_history_csv(os.path.join(args.out, "history.csv"), result.history)
     images, labels, boxes = canvases_at("test", range(10), canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir)
     pred = predict(result.model, images)
     fig = plot_canvases(images, boxes, pred["boxes"], true_labels=labels, pred_labels=pred["labels"], ious=iou(pred["boxes"], boxes))
-    with artifacts.atomic_path(os.path.join(args.out, "predictions.png")) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    artifacts.save_run(args.out, result.model, {**report, "split": "test"}, result.history, config.to_dict(), result.train_seconds, figure=fig)
     remove_backup(backup_dir)
-    _print_report(report, f"test report ({report['num_examples']:,} canvases, seed {config.seed}); train {result.train_seconds:.1f} s")
+    print(format_report(report, f"test report ({report['num_examples']:,} canvases, seed {config.seed}); train {result.train_seconds:.1f} s"))
     print(f"wrote {args.out}/model.keras, metrics.json, history.csv, predictions.png")
     return 0
 
@@ -163,12 +141,12 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from . import artifacts
     from .data import make_dataset
-    from .evaluation import evaluate, model_canvas_size
+    from .evaluation import evaluate, format_report, model_canvas_size
 
     model = artifacts.load_model(args.model)
     dataset = make_dataset(args.split, batch_size=500, canvas_size=model_canvas_size(model), seed=args.seed, training=False, data_dir=args.data_dir)
     report = {**evaluate(model, dataset), "split": args.split}
-    _print_report(report, f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed})")
+    print(format_report(report, f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed})"))
     if args.json:
         artifacts.write_json(args.json, report)
         print(f"wrote {args.json}")

@@ -49,6 +49,26 @@ def check_images(images, canvas_size: int) -> np.ndarray:
     return array
 
 
+def check_dataset(dataset: tf.data.Dataset, canvas_size: int) -> None:
+    """Raise naming the problem unless ``dataset`` yields ``(float32 [B, S, S, 1], targets)``
+    with ``targets = {"classification": [B, 10], "bounding_box": [B, 4]}``."""
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
+        raise ValueError("the dataset must yield (images, {'classification': ..., 'bounding_box': ...}) batches, as make_dataset does")
+    images, targets = spec
+    if {"classification", "bounding_box"} - set(targets):
+        raise ValueError(f"the dataset's targets need 'classification' and 'bounding_box', got {sorted(targets)}")
+    if images.dtype != tf.float32:
+        raise TypeError(f"the dataset's images must be float32 in [0, 1], got {images.dtype.name}")
+    shape = tuple(images.shape)
+    if len(shape) != 4:
+        raise ValueError(f"the dataset's images must be batches [B, S, S, 1] (rank 4), got shape {shape}")
+    if shape[3] != 1:
+        raise ValueError(f"the dataset's images must have 1 channel, got {shape[3]}")
+    if shape[1:3] != (canvas_size, canvas_size):
+        raise ValueError(f"the dataset's images are {shape[1]}x{shape[2]}, the model expects {canvas_size}x{canvas_size} canvases")
+
+
 def model_canvas_size(model: keras.Model) -> int:
     return int(model.input_shape[1])
 
@@ -77,9 +97,12 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     Returns numpy arrays: ``true_labels`` int64 ``[N]``, ``true_boxes`` float32
     ``[N, 4]``, and ``labels``, ``confidence``, ``boxes`` as in :func:`predict`.
     """
+    check_dataset(dataset, model_canvas_size(model))
     predict_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     parts = {"true_labels": [], "true_boxes": [], "labels": [], "confidence": [], "boxes": []}
     for images, targets in dataset:
+        if not np.all(np.isfinite(images.numpy())):
+            raise ValueError("the dataset's images contain NaN or infinite pixels")
         outputs = predict_step(images)
         probabilities = outputs["classification"].numpy()
         parts["true_labels"].append(targets["classification"].numpy().argmax(-1))
@@ -130,3 +153,26 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     """
     p = predict_dataset(model, dataset)
     return report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"])
+
+
+def format_report(report: dict, title: str = "") -> str:
+    """The report as a fixed-width text table (headline numbers, then per digit)."""
+    rows = [
+        ("examples", f"{report['num_examples']:,}"),
+        ("accuracy", f"{report['accuracy']:.4f}"),
+        ("mean IoU", f"{report['mean_iou']:.4f}"),
+        ("median IoU", f"{report['median_iou']:.4f}"),
+        ("IoU >= 0.50", f"{report['iou_at_50']:.4f}"),
+        ("IoU >= 0.60", f"{report['iou_at_60']:.4f}"),
+        ("IoU >= 0.75", f"{report['iou_at_75']:.4f}"),
+        ("box MSE", f"{report['box_mse']:.3g}"),
+        ("detection accuracy", f"{report['detection_accuracy']:.4f}"),
+    ]
+    lines = [title] if title else []
+    lines += [f"  {name:<20}{value:>10}" for name, value in rows]
+    lines.append(f"  {'digit':<6}{'count':>7}{'accuracy':>10}{'mean IoU':>10}")
+    for digit, row in report["per_class"].items():
+        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
+        miou = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.4f}"
+        lines.append(f"  {digit:<6}{row['count']:>7}{acc:>10}{miou:>10}")
+    return "\n".join(lines)

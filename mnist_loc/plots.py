@@ -104,7 +104,8 @@ def plot_history(history: dict) -> Figure:
         if key.endswith("loss"):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     return fig
 
 

@@ -86,7 +86,7 @@ class TrainingDiverged(RuntimeError):
 class TrainResult:
     model: keras.Model
     history: dict = field(default_factory=dict)  # metric name -> list, one value per epoch
-    train_seconds: float = 0.0  # fit time of this process (validation included)
+    train_seconds: float = 0.0  # fit time up to the end of the last epoch, validation included, summed over resumes
     resumed_from_epoch: int = 0
 
 
@@ -117,17 +117,23 @@ def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
 
 
 class _Recorder(keras.callbacks.Callback):
-    """Collect each epoch's logs into ``history`` (name -> list of floats)."""
+    """Collect each epoch's logs into ``history`` (name -> list of floats) and the fit time."""
 
-    def __init__(self, history):
+    def __init__(self, history, seconds_before=0.0):
         super().__init__()
         self.history = history
+        self.seconds_before = seconds_before  # fit time of earlier, interrupted processes
+        self.seconds = seconds_before
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if all(math.isfinite(float(v)) for v in logs.values()):  # a diverged epoch is not history
             for name, value in logs.items():
                 self.history.setdefault(name, []).append(float(value))
+            self.seconds = self.seconds_before + time.perf_counter() - self.start
             self.epoch_recorded(epoch + 1)
 
     def epoch_recorded(self, epochs_done):
@@ -137,13 +143,13 @@ class _Recorder(keras.callbacks.Callback):
 class _Checkpoint(_Recorder):
     """Also save weights + optimizer state + history, atomically, after every epoch."""
 
-    def __init__(self, history, backup_dir, config):
-        super().__init__(history)
+    def __init__(self, history, seconds_before, backup_dir, config):
+        super().__init__(history, seconds_before)
         self.backup_dir = backup_dir
         self.config = config
 
     def epoch_recorded(self, epochs_done):
-        _save_backup(self.backup_dir, self.model, self.config, epochs_done, self.history)
+        _save_backup(self.backup_dir, self.model, self.config, epochs_done, self.history, self.seconds)
 
 
 class _StopOnNaN(keras.callbacks.Callback):
@@ -164,19 +170,20 @@ _WEIGHTS = "state.weights.h5"
 _STATE = "state.json"
 
 
-def _save_backup(backup_dir, model, config, epochs_done, history):
+def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds):
     os.makedirs(backup_dir, exist_ok=True)
     with artifacts.atomic_path(os.path.join(backup_dir, _WEIGHTS)) as tmp:
         model.save_weights(tmp)
-    state = {"epochs_done": epochs_done, "config": config.to_dict(), "history": history}
+    # The state file is renamed in last: it only ever names weights that are complete.
+    state = {"epochs_done": epochs_done, "config": config.to_dict(), "history": history, "train_seconds": train_seconds}
     artifacts.write_json(os.path.join(backup_dir, _STATE), state)
 
 
 def _load_backup(backup_dir, model, config):
-    """Restore weights and optimizer state; return ``(epochs_done, history)`` or ``(0, {})``."""
+    """Restore weights and optimizer state; return ``(epochs_done, history, train_seconds)``."""
     state_path = os.path.join(backup_dir, _STATE)
     if not os.path.exists(state_path):
-        return 0, {}
+        return 0, {}, 0.0
     with open(state_path) as f:
         state = json.load(f)
     if state["config"] != config.to_dict():
@@ -187,7 +194,7 @@ def _load_backup(backup_dir, model, config):
     # Build the optimizer's variables so the saved optimizer state has a place to go.
     model.optimizer.build(model.trainable_variables)
     model.load_weights(os.path.join(backup_dir, _WEIGHTS))
-    return int(state["epochs_done"]), state["history"]
+    return int(state["epochs_done"]), state["history"], float(state["train_seconds"])
 
 
 def train(
@@ -218,9 +225,9 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = make_model(config, steps)
-    start_epoch, history = (0, {})
+    start_epoch, history, seconds_before = (0, {}, 0.0)
     if backup_dir:
-        start_epoch, history = _load_backup(backup_dir, model, config)
+        start_epoch, history, seconds_before = _load_backup(backup_dir, model, config)
     train_ds = make_dataset(
         "train", batch_size=config.batch_size, canvas_size=config.canvas_size, seed=config.seed,
         data_dir=data_dir, first_step=start_epoch * steps,
@@ -231,8 +238,8 @@ def train(
     )
     nan_guard = _StopOnNaN()
     all_callbacks = [nan_guard, *callbacks]
-    all_callbacks.append(_Checkpoint(history, backup_dir, config) if backup_dir else _Recorder(history))
-    start = time.perf_counter()
+    recorder = _Checkpoint(history, seconds_before, backup_dir, config) if backup_dir else _Recorder(history)
+    all_callbacks.append(recorder)
     if start_epoch < config.epochs:
         model.fit(
             train_ds,
@@ -243,14 +250,13 @@ def train(
             callbacks=all_callbacks,
             verbose=verbose,
         )
-    train_seconds = time.perf_counter() - start
     if nan_guard.bad_batch is not None:
         raise TrainingDiverged(
             f"the loss became NaN or infinite at batch {nan_guard.bad_batch} of epoch "
             f"{len(history.get('loss', [])) + 1}; training stopped and no final files were written "
             "(try a lower learning_rate)"
         )
-    return TrainResult(model=model, history=history, train_seconds=train_seconds, resumed_from_epoch=start_epoch)
+    return TrainResult(model=model, history=history, train_seconds=recorder.seconds, resumed_from_epoch=start_epoch)
 
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mnist_loc.data import make_canvas_dataset
-from mnist_loc.evaluation import check_images, evaluate, predict, report
+from mnist_loc.evaluation import evaluate, predict, report
 from conftest import synthetic_digits
 
 S = 75
@@ -75,21 +75,3 @@ def test_predict_shapes_and_uint8_scaling():
     assert out["labels"].tolist() == [3]
     np.testing.assert_allclose(out["boxes"][0], np.array([20, 10, 48, 38]) / S, atol=1e-6)
     assert predict(model, np.zeros((5, S, S, 1), np.float32))["boxes"].shape == (5, 4)
-
-
-@pytest.mark.parametrize(
-    "images,error,match",
-    [
-        (np.zeros((2, 2, S, S, 1), np.float32), ValueError, "rank"),
-        (np.zeros((1, 28, 28, 1), np.float32), ValueError, "75x75"),
-        (np.zeros((S, S, 3), np.float32), ValueError, "1 channel"),
-        (np.zeros((1, S, S, 1), np.int32), TypeError, "dtype"),
-        (np.zeros((0, S, S, 1), np.float32), ValueError, "empty"),
-        (np.full((1, S, S, 1), np.nan, np.float32), ValueError, "NaN"),
-        (np.full((1, S, S, 1), np.inf, np.float32), ValueError, "NaN or infinite"),
-        (np.full((1, S, S, 1), 255.0, np.float32), ValueError, r"\[0, 1\]"),
-    ],
-)
-def test_bad_images(images, error, match):
-    with pytest.raises(error, match=match):
-        check_images(images, S)

@@ -1,0 +1,209 @@
+"""Every kind of bad input gets a clear error naming the problem: never a hang, a NaN or a wrong answer.
+
+One test (or parametrized group) per line of the reliability issue's list.
+"""
+
+import os
+import subprocess
+import sys
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnist_loc import artifacts
+from mnist_loc.artifacts import ModelFileError, load_model
+from mnist_loc.boxes import iou
+from mnist_loc.data import DataNotFoundError, load_digits, make_canvas_dataset, make_dataset
+from mnist_loc.evaluation import evaluate, predict
+from mnist_loc.model import build_model, compile_model
+from mnist_loc.training import TrainConfig, TrainingDiverged, train
+
+from conftest import ROOT, synthetic_digits
+
+S = 75
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model()
+
+
+# --- images of the wrong rank, size, dtype or channel count; NaN/inf pixels; empty arrays ---
+
+@pytest.mark.parametrize(
+    "images,error,match",
+    [
+        (np.zeros((2, 2, S, S, 1), np.float32), ValueError, "rank 2 to 4"),
+        (np.zeros((S,), np.float32), ValueError, "rank 2 to 4"),
+        (np.zeros((1, 28, 28, 1), np.float32), ValueError, "must be 75x75 canvases"),
+        (np.zeros((S, S, 3), np.float32), ValueError, "1 channel"),
+        (np.zeros((1, S, S, 2), np.float32), ValueError, "1 channel"),
+        (np.zeros((1, S, S, 1), np.int32), TypeError, "uint8 or float"),
+        (np.zeros((1, S, S, 1), bool), TypeError, "uint8 or float"),
+        (np.zeros((0, S, S, 1), np.float32), ValueError, "empty"),
+        (np.full((1, S, S, 1), np.nan, np.float32), ValueError, "NaN"),
+        (np.full((1, S, S, 1), np.inf, np.float32), ValueError, "NaN or infinite"),
+        (np.full((1, S, S, 1), 255.0, np.float32), ValueError, r"in \[0, 1\]"),
+    ],
+)
+def test_predict_refuses_bad_images(model, images, error, match):
+    with pytest.raises(error, match=match):
+        predict(model, images)
+
+
+def test_evaluate_refuses_bad_datasets(model):
+    images, labels = synthetic_digits(4)
+    small = make_canvas_dataset(images, labels, batch_size=2, canvas_size=40)
+    with pytest.raises(ValueError, match="model expects 75x75"):
+        evaluate(model, small)
+    good = make_canvas_dataset(images, labels, batch_size=2)
+    with pytest.raises(TypeError, match="float32"):
+        evaluate(model, good.map(lambda x, y: (tf.cast(x * 255, tf.uint8), y)))
+    with pytest.raises(ValueError, match="rank 4"):
+        evaluate(model, good.unbatch())
+    with pytest.raises(ValueError, match="1 channel"):
+        evaluate(model, good.map(lambda x, y: (tf.concat([x, x], -1), y)))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        evaluate(model, good.map(lambda x, y: (x * np.nan, y)))
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(model, good.take(0))
+    with pytest.raises(ValueError, match="yield"):
+        evaluate(model, good.map(lambda x, y: x))
+
+
+# --- boxes of the wrong shape or with NaN coordinates to iou() ---
+
+@pytest.mark.parametrize(
+    "pred,true,match",
+    [
+        (np.zeros((3, 5)), np.zeros((3, 5)), r"shape \(4,\) or \(N, 4\)"),
+        (np.zeros((3, 4)), np.zeros((2, 4)), "same shape"),
+        (np.zeros(4), np.zeros((1, 4)), "same shape"),
+        (np.array([0, 0, np.nan, 1]), np.zeros(4), "NaN"),
+        (np.zeros(4), np.array([[np.nan] * 4]), "NaN"),
+    ],
+)
+def test_iou_refuses_bad_boxes(pred, true, match):
+    with pytest.raises(ValueError, match=match):
+        iou(pred, true)
+
+
+# --- canvas_size, batch_size, split, epochs, steps ---
+
+@pytest.mark.parametrize("canvas_size", [27, 0, 75.0, "75"])
+def test_bad_canvas_size(canvas_size, tmp_path):
+    with pytest.raises(ValueError, match="canvas_size must be an integer >= 28|canvas_size must be >= 28"):
+        make_dataset("test", canvas_size=canvas_size, data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="canvas_size"):
+        build_model(canvas_size)
+
+
+@pytest.mark.parametrize("batch_size,error", [(0, ValueError), (-3, ValueError), (1.5, TypeError)])
+def test_bad_batch_size(batch_size, error, tmp_path):
+    with pytest.raises(error, match="batch_size"):
+        make_dataset("test", batch_size=batch_size, data_dir=str(tmp_path))
+    with pytest.raises(error, match="batch_size"):
+        TrainConfig(batch_size=batch_size)
+
+
+def test_unknown_split(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown split 'valid'; valid splits are \['test', 'train', 'validation'\]"):
+        make_dataset("valid", data_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("field", ["epochs", "steps_per_epoch"])
+def test_negative_epochs_or_steps(field):
+    with pytest.raises(ValueError, match=f"{field} must be >= "):
+        TrainConfig(**{field: -1})
+
+
+# --- model files: missing, truncated, not Keras, unsafe (Lambda) ---
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.keras"
+    artifacts.save_model(compile_model(build_model()), path)
+    return path
+
+
+def test_saved_model_loads(saved_model):
+    assert load_model(saved_model).count_params() == 426_638
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match="model file not found"):
+        load_model(tmp_path / "nope.keras")
+
+
+def test_truncated_model_file(saved_model, tmp_path):
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes(saved_model.read_bytes()[: saved_model.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model(truncated)
+
+
+def test_not_a_keras_file(tmp_path):
+    text = tmp_path / "notes.keras"
+    text.write_text("hello")
+    with pytest.raises(ModelFileError, match="not a Keras model"):
+        load_model(text)
+    other_zip = tmp_path / "other.keras"
+    with zipfile.ZipFile(other_zip, "w") as z:
+        z.writestr("readme.txt", "not a model")
+    with pytest.raises(ModelFileError, match="no config.json"):
+        load_model(other_zip)
+    h5 = tmp_path / "model.h5"
+    h5.write_text("legacy")
+    with pytest.raises(ModelFileError, match="not a .keras model file"):
+        load_model(h5)
+
+
+def test_lambda_layer_is_refused_by_safe_loading(tmp_path):
+    inputs = keras.Input((S, S, 1))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(inputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(ModelFileError, match="Lambda layer, which would run arbitrary code"):
+        load_model(path)
+
+
+# --- MNIST not available offline ---
+
+def test_missing_mnist_fails_fast_with_instructions(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
+    env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
+    script = "from mnist_loc.data import load_digits\nload_digits('train')"
+    # No TFDS_DATA_DIR and an empty home: must raise at once, not try the network.
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "DataNotFoundError" in result.stderr and "TFDS_DATA_DIR" in result.stderr and "never downloads" in result.stderr
+    with pytest.raises(DataNotFoundError, match="data_dir="):
+        load_digits("test", data_dir=str(tmp_path))
+
+
+# --- a loss that becomes NaN during training ---
+
+@pytest.mark.e2e
+def test_nan_loss_stops_training_with_a_message(mnist_dir, tmp_path):
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        train(TrainConfig(epochs=2, steps_per_epoch=30, learning_rate=1e38, schedule="constant"), data_dir=mnist_dir,
+              backup_dir=str(tmp_path / "backup"), verbose=0)
+    assert not (tmp_path / "backup" / "state.json").exists(), "a diverged epoch is never checkpointed"
+
+
+@pytest.mark.e2e
+def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_loc", "train", "--epochs", "1", "--steps-per-epoch", "30",
+         "--learning-rate", "1e38", "--data-dir", mnist_dir, "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("mnist_loc: error: the loss became NaN or infinite")
+    leftovers = [p.name for p in out.rglob("*") if p.is_file()] if out.exists() else []
+    assert leftovers == []

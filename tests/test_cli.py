@@ -1,0 +1,108 @@
+"""The command line, run as users run it: ``python -m mnist_loc`` in a subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def run_cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "mnist_loc", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def trained(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli("train", "--epochs", 1, "--steps-per-epoch", 50, "--data-dir", mnist_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_train_writes_everything(trained):
+    out, result = trained
+    assert {"model.keras", "metrics.json", "history.csv", "predictions.png"} <= set(os.listdir(out))
+    assert not (out / "backup").exists(), "a finished run removes its backup"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_examples"] == 10000 and metrics["train_seconds"] > 0
+    assert metrics["config"]["epochs"] == 1 and metrics["config"]["steps_per_epoch"] == 50
+    assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,")
+    assert len((out / "history.csv").read_text().splitlines()) == 2
+    assert "epoch   1/1" in result.stdout and "accuracy" in result.stdout
+
+
+def test_evaluate_reproduces_train_metrics_exactly(trained, mnist_dir, tmp_path):
+    out, _ = trained
+    report_path = tmp_path / "eval.json"
+    result = run_cli("evaluate", "--model", out / "model.keras", "--data-dir", mnist_dir, "--json", report_path)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(report_path.read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("num_examples", "accuracy", "mean_iou", "median_iou", "iou_at_50", "iou_at_60", "iou_at_75", "box_mse", "detection_accuracy", "per_class"):
+        assert report[key] == metrics[key], key
+    assert "mean IoU" in result.stdout and "detection accuracy" in result.stdout
+
+
+def test_predict_png_and_npy_and_draw(trained, mnist_dir, tmp_path):
+    from matplotlib.image import imsave
+
+    from mnist_loc.data import canvases_at
+
+    out, _ = trained
+    canvases, labels, boxes = canvases_at("test", [0, 1], data_dir=mnist_dir)
+    npy = tmp_path / "digit.npy"
+    np.save(npy, canvases[0, ..., 0])
+    png = tmp_path / "digit.png"
+    imsave(png, canvases[1, ..., 0], cmap="gray", vmin=0, vmax=1)
+    small = tmp_path / "small.npy"  # 40x50: placed top-left on the canvas
+    np.save(small, (canvases[0, :40, :50, 0] * 255).astype(np.uint8))
+    drawn = tmp_path / "drawn.png"
+    result = run_cli("predict", "--model", out / "model.keras", npy, png, small, "--draw", drawn)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith(f"{npy}: digit ") and "confidence" in lines[0] and "px" in lines[0]
+    assert len([l for l in lines if "digit" in l]) == 3
+    assert drawn.exists() and drawn.stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--epochs", "-1"], "must be >= 0"),
+        (["train", "--batch-size", "0"], "must be >= 1"),
+        (["train", "--steps-per-epoch", "x"], "expected an integer"),
+        (["train", "--data-dir", "/no/such/dir"], "not a directory"),
+        (["evaluate", "--model", "/no/such/model.keras"], "model file not found"),
+        (["evaluate", "--model", "README.md"], "not a .keras model file"),
+        (["evaluate", "--model", "x.keras", "--split", "dev"], "invalid choice"),
+        (["predict", "--model", "/no/such/model.keras", "a.png"], "model file not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(args, message):
+    result = run_cli(*args, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_missing_image_is_one_line(trained):
+    out, _ = trained
+    result = run_cli("predict", "--model", out / "model.keras", "/no/such.png", timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "mnist_loc: error: image not found: /no/such.png"
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict"])
+def test_help_says_what_it_writes(command):
+    result = run_cli(command, "--help", timeout=120)
+    assert result.returncode == 0
+    words = {"train": "metrics.json", "evaluate": "JSON", "predict": "box"}
+    assert words[command] in result.stdout

@@ -1,0 +1,63 @@
+import numpy as np
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from mnist_loc.plots import draw_box, plot_canvases, plot_history, plot_iou_histogram, plot_worst, worst_indices
+
+S = 75
+
+
+def test_draw_box_lands_on_pixel_edges():
+    fig = Figure()
+    ax = fig.subplots()
+    ax.imshow(np.zeros((S, S)))
+    patch = draw_box(ax, np.array([10, 20, 38, 48]) / S, S)
+    # imshow centers pixel c at c, so pixel 10's left edge is at 9.5 and pixel 37's right edge at 37.5.
+    assert patch.get_xy() == pytest.approx((9.5, 19.5))
+    assert patch.get_width() == pytest.approx(28) and patch.get_height() == pytest.approx(28)
+    assert patch.get_bbox().x1 == pytest.approx(37.5) and patch.get_bbox().y1 == pytest.approx(47.5)
+
+
+def test_box_outline_encloses_exactly_the_digit_in_rendered_image():
+    canvas = np.zeros((S, S))
+    canvas[20:48, 10:38] = 1.0  # digit at x=10, y=20
+    fig = Figure(figsize=(S / 10, S / 10), dpi=10 * 8)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.imshow(canvas, cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    draw_box(ax, np.array([10, 20, 38, 48]) / S, S, color="red", linewidth=1)
+    canvas_agg = FigureCanvasAgg(fig)
+    canvas_agg.draw()
+    rgb = np.asarray(canvas_agg.buffer_rgba())[..., :3].astype(int)
+    red = (rgb[..., 0] > 200) & (rgb[..., 1] < 80)
+    ys, xs = np.nonzero(red)
+    scale = rgb.shape[0] / S  # 8 screen px per canvas px
+    assert xs.min() / scale == pytest.approx(10, abs=0.3) and (xs.max() + 1) / scale == pytest.approx(38, abs=0.3)
+    assert ys.min() / scale == pytest.approx(20, abs=0.3) and (ys.max() + 1) / scale == pytest.approx(48, abs=0.3)
+
+
+def test_canvases_grid_labels_and_colors():
+    images = np.zeros((3, S, S, 1))
+    boxes = np.tile([0.1, 0.1, 0.5, 0.5], (3, 1))
+    fig = plot_canvases(images, boxes, boxes + 0.01, true_labels=[1, 2, 3], pred_labels=[1, 5, 3], ious=[0.9, 0.9, 0.4], ncols=3)
+    axes = fig.axes
+    assert len(axes) == 3
+    assert all(sum(isinstance(p, Rectangle) for p in ax.patches) == 2 for ax in axes)
+    colors = [ax.xaxis.label.get_color() for ax in axes]
+    assert colors == ["black", "red", "red"]  # wrong label; IoU below 0.6
+    assert axes[1].get_xlabel() == "pred 5\nIoU 0.90"
+
+
+def test_history_histogram_and_worst():
+    history = {"classification_loss": [1.0, 0.5], "val_classification_loss": [0.9, 0.6], "bounding_box_mean_iou": [0.5, 0.7]}
+    fig = plot_history(history)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert len(fig.axes[0].lines) == 2
+    assert isinstance(plot_iou_histogram(np.linspace(0, 1, 50)), Figure)
+    ious = np.array([0.9, 0.2, 0.95, 0.5])
+    idx = worst_indices([1, 1, 2, 2], [1, 1, 3, 2], ious, n=3)
+    assert idx.tolist() == [2, 1, 3]  # misclassified first, then by IoU
+    fig = plot_worst(lambda i: np.zeros((len(i), S, S, 1)), np.zeros((4, 4)), np.zeros((4, 4)), [1, 1, 2, 2], [1, 1, 3, 2], ious, n=2)
+    assert len([a for a in fig.axes if a.images]) == 2

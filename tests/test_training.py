@@ -1,0 +1,124 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from mnist_loc.data import make_dataset
+from mnist_loc.evaluation import evaluate
+from mnist_loc.training import EpochProgress, TrainConfig, learning_rate_schedule, train
+
+from conftest import ROOT
+
+
+def test_config_validates_its_fields():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=-1)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        TrainConfig(steps_per_epoch=0)
+    with pytest.raises(ValueError, match="box_loss"):
+        TrainConfig(box_loss="huber")
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=float("nan"))
+    lab = TrainConfig.lab()
+    assert (lab.batch_size, lab.learning_rate, lab.box_loss, lab.box_loss_weight, lab.mixed_precision) == (64, 1e-3, "mse", 1.0, False)
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    schedule = learning_rate_schedule(TrainConfig(epochs=10, warmup_epochs=1, learning_rate=3e-3), steps_per_epoch=100)
+    lr = [float(schedule(step)) for step in (0, 50, 100, 550, 1000)]
+    assert lr[0] < lr[1] < lr[2] == pytest.approx(3e-3)
+    assert lr[2] > lr[3] > lr[4] and lr[4] == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate_schedule(TrainConfig.lab(), 100) == 1e-3
+
+
+@pytest.mark.e2e
+def test_end_to_end_learns_on_real_mnist(mnist_dir):
+    config = TrainConfig(epochs=3, steps_per_epoch=100, warmup_epochs=0.5)
+    progress_lines = []
+    result = train(config, data_dir=mnist_dir, verbose=0, callbacks=[EpochProgress(3, print_fn=lambda *a, **k: progress_lines.append(a[0]))])
+    assert len(progress_lines) == 3 and progress_lines[-1].startswith("epoch   3/3")
+    assert len(result.history["loss"]) == 3 and len(result.history["val_bounding_box_mean_iou"]) == 3
+    test = make_dataset("test", batch_size=500, data_dir=mnist_dir).take(2)  # 1,000 canvases
+    report = evaluate(result.model, test)
+    print("e2e (300 steps):", {k: report[k] for k in ("num_examples", "accuracy", "mean_iou", "iou_at_60")})
+    assert report["num_examples"] == 1000
+    assert report["accuracy"] > 0.8  # chance is 0.1
+    assert report["mean_iou"] > 0.5  # a box in a random place scores ~0.1
+
+
+def _weights_after_training(mnist_dir, tmp_path, name):
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from mnist_loc.training import TrainConfig, train
+        result = train(TrainConfig(epochs=2, steps_per_epoch=15), data_dir={mnist_dir!r}, verbose=0)
+        np.savez({str(tmp_path / name)!r}, *[w.numpy() for w in result.model.weights])
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=300)
+    with np.load(tmp_path / f"{name}.npz") as f:
+        return [f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))]
+
+
+@pytest.mark.e2e
+def test_same_seed_gives_identical_weights(mnist_dir, tmp_path):
+    # Two separate processes: identical weights cannot come from shared state.
+    first = _weights_after_training(mnist_dir, tmp_path, "a")
+    second = _weights_after_training(mnist_dir, tmp_path, "b")
+    assert len(first) == len(second) == 10
+    for a, b in zip(first, second):
+        assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.e2e
+def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path):
+    config = TrainConfig(epochs=3, steps_per_epoch=10)
+    whole = train(config, data_dir=mnist_dir, verbose=0)
+    backup = tmp_path / "backup"
+    # Stop after 2 epochs: a config with fewer epochs would not match, so interrupt by callback.
+    import keras
+
+    class StopAfter(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    train(config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0, callbacks=[StopAfter()])
+    assert json.loads((backup / "state.json").read_text())["epochs_done"] == 2
+    resumed = train(config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0)
+    assert resumed.resumed_from_epoch == 2
+    assert len(resumed.history["loss"]) == 3
+    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-5)
+    for a, b in zip(whole.model.weights, resumed.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.e2e
+def test_backup_from_other_config_is_refused(mnist_dir, tmp_path):
+    train(TrainConfig(epochs=1, steps_per_epoch=2), data_dir=mnist_dir, backup_dir=str(tmp_path), verbose=0)
+    with pytest.raises(ValueError, match="another config"):
+        train(TrainConfig(epochs=1, steps_per_epoch=3), data_dir=mnist_dir, backup_dir=str(tmp_path), verbose=0)
+
+
+@pytest.mark.e2e
+def test_mirrored_strategy_over_two_cpu_devices_learns(mnist_dir):
+    # Logical devices must be configured before TensorFlow starts: use a fresh process.
+    script = textwrap.dedent(f"""
+        import json, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from mnist_loc.data import make_dataset
+        from mnist_loc.evaluation import evaluate
+        from mnist_loc.training import TrainConfig, train
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        result = train(TrainConfig(epochs=2, steps_per_epoch=100, warmup_epochs=0.5), data_dir={mnist_dir!r}, strategy=strategy, verbose=0)
+        report = evaluate(result.model, make_dataset("test", batch_size=500, data_dir={mnist_dir!r}).take(2))
+        print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "accuracy": report["accuracy"], "mean_iou": report["mean_iou"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=600, capture_output=True, text=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print("mirrored:", result)
+    assert result["replicas"] == 2
+    assert result["accuracy"] > 0.6 and result["mean_iou"] > 0.5
