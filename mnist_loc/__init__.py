@@ -1,7 +1,7 @@
 """mnist_loc: classify an MNIST digit and regress its box on a 75x75 canvas with one CNN.
 
 Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
-Modules, bottom up: ``data`` and ``boxes``; ``model``; ``training``, ``evaluation``
+Modules, bottom up: ``config``; ``data`` and ``boxes``; ``model``; ``training``, ``evaluation``
 and ``artifacts``; ``plots`` and ``cli``. Names below are imported on first use, so
 ``import mnist_loc`` (and ``python -m mnist_loc --help``) does not load TensorFlow.
 """
@@ -20,7 +20,7 @@ _EXPORTS = {
     "build_model": "model",
     "compile_model": "model",
     "MeanBoxIoU": "model",
-    "TrainConfig": "training",
+    "TrainConfig": "config",
     "TrainingDiverged": "training",
     "train": "training",
     "evaluate": "evaluation",

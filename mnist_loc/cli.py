@@ -46,7 +46,7 @@ def _existing_dir(text):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     defaults = TrainConfig()
     parser = _Parser(prog="python -m mnist_loc", description="MNIST object localization: one CNN classifies a digit and regresses its box.")
@@ -109,7 +109,8 @@ def _cmd_train(args) -> int:
     from .data import canvases_at, make_dataset
     from .evaluation import evaluate, format_report, predict
     from .plots import plot_canvases
-    from .training import EpochProgress, TrainConfig, remove_backup, train
+    from .config import TrainConfig
+    from .training import EpochProgress, remove_backup, train
 
     config = TrainConfig(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
@@ -226,9 +227,31 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with file descriptor 2 silenced.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are printed before its
+    logging is configured, so no setting hides them; a command-line user should
+    see only our own output. Python errors still surface: they are raised after
+    the descriptor is restored.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            import tensorflow
+
+            tensorflow.config.list_physical_devices()  # the CUDA probe logs on first device use
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _import_tensorflow_quietly()
     from .artifacts import ModelFileError
     from .data import DataNotFoundError
     from .training import TrainingDiverged

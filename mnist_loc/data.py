@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import functools
 import os
-from numbers import Integral
-
 import numpy as np
 import tensorflow as tf
 
-DIGIT_SIZE = 28
+from .config import DIGIT_SIZE, check_canvas_size, check_positive_int
+
 NUM_CLASSES = 10
 SPLITS = {"train": "train[:55000]", "validation": "train[55000:]", "test": "test"}
 # Distinct stream codes keep the splits' draws independent under the same seed.
@@ -36,28 +35,6 @@ def _check_split(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; valid splits are {sorted(SPLITS)}")
     return split
-
-
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as int, or raise a clear error if it is not an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_canvas_size(canvas_size) -> int:
-    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit)."""
-    if isinstance(canvas_size, bool) or not isinstance(canvas_size, Integral):
-        raise ValueError(
-            f"canvas_size must be an integer >= {DIGIT_SIZE}, got {canvas_size!r}"
-        )
-    if canvas_size < DIGIT_SIZE:
-        raise ValueError(
-            f"canvas_size must be >= {DIGIT_SIZE} so a 28x28 digit fits, got {canvas_size}"
-        )
-    return int(canvas_size)
 
 
 def _resolve_data_dir(data_dir):

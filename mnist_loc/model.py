@@ -10,6 +10,7 @@ import keras
 from keras import layers, ops
 
 from .boxes import iou_tensor
+from .config import check_canvas_size, check_positive_int
 
 BOX_LOSSES = ("mse", "l1", "iou_l1")
 
@@ -27,8 +28,6 @@ def build_model(canvas_size: int = 75, num_classes: int = 10, *, dtype_policy=No
     Dense layers and heads always compute in float32, since box edges need more than
     bfloat16's 8 bits of mantissa (1/256 of the canvas is 0.3 px).
     """
-    from .data import check_canvas_size, check_positive_int  # validation only; no data loading
-
     canvas_size = check_canvas_size(canvas_size)
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
     trunk = {"dtype": dtype_policy} if dtype_policy else {}

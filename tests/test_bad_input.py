@@ -19,7 +19,8 @@ from mnist_loc.boxes import iou
 from mnist_loc.data import DataNotFoundError, load_digits, make_canvas_dataset, make_dataset
 from mnist_loc.evaluation import evaluate, predict
 from mnist_loc.model import build_model, compile_model
-from mnist_loc.training import TrainConfig, TrainingDiverged, train
+from mnist_loc.config import TrainConfig
+from mnist_loc.training import TrainingDiverged, train
 
 from conftest import ROOT, synthetic_digits
 

@@ -9,7 +9,8 @@ import pytest
 
 from mnist_loc.data import make_dataset
 from mnist_loc.evaluation import evaluate
-from mnist_loc.training import EpochProgress, TrainConfig, learning_rate_schedule, train
+from mnist_loc.config import TrainConfig
+from mnist_loc.training import EpochProgress, learning_rate_schedule, train
 
 from conftest import ROOT
 
@@ -53,7 +54,8 @@ def test_end_to_end_learns_on_real_mnist(mnist_dir):
 def _weights_after_training(mnist_dir, tmp_path, name):
     script = textwrap.dedent(f"""
         import numpy as np
-        from mnist_loc.training import TrainConfig, train
+        from mnist_loc.config import TrainConfig
+        from mnist_loc.training import train
         result = train(TrainConfig(epochs=2, steps_per_epoch=15), data_dir={mnist_dir!r}, verbose=0)
         np.savez({str(tmp_path / name)!r}, *[w.numpy() for w in result.model.weights])
     """)
@@ -111,7 +113,8 @@ def test_mirrored_strategy_over_two_cpu_devices_learns(mnist_dir):
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from mnist_loc.data import make_dataset
         from mnist_loc.evaluation import evaluate
-        from mnist_loc.training import TrainConfig, train
+        from mnist_loc.config import TrainConfig
+        from mnist_loc.training import train
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         result = train(TrainConfig(epochs=2, steps_per_epoch=100, warmup_epochs=0.5), data_dir={mnist_dir!r}, strategy=strategy, verbose=0)
         report = evaluate(result.model, make_dataset("test", batch_size=500, data_dir={mnist_dir!r}).take(2))

@@ -1,0 +1,98 @@
+"""The one config of a training run, and the checks every module shares.
+
+Pure Python (no TensorFlow), so the command line can parse and check its flags
+before loading anything heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral
+
+DIGIT_SIZE = 28
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as int, or raise a clear error if it is not an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_canvas_size(canvas_size) -> int:
+    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit)."""
+    if isinstance(canvas_size, bool) or not isinstance(canvas_size, Integral):
+        raise ValueError(
+            f"canvas_size must be an integer >= {DIGIT_SIZE}, got {canvas_size!r}"
+        )
+    if canvas_size < DIGIT_SIZE:
+        raise ValueError(
+            f"canvas_size must be >= {DIGIT_SIZE} so a 28x28 digit fits, got {canvas_size}"
+        )
+    return int(canvas_size)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every choice of a training run. The defaults are mnist_loc's recipe.
+
+    The seed's recipe is ``TrainConfig.lab()``: batch 64, constant Adam 1e-3, MSE box
+    loss at weight 1, float32, 10 passes.
+    """
+
+    epochs: int = 20
+    steps_per_epoch: int | None = None  # None: one full pass over the 55,000 training digits
+    batch_size: int = 128
+    learning_rate: float = 3e-3  # peak of the schedule
+    schedule: str = "warmup_cosine"  # or "constant"
+    warmup_epochs: float = 1.0
+    box_loss: str = "iou_l1"
+    box_loss_weight: float = 10.0
+    mixed_precision: bool = True  # bfloat16 trunk; Dense layers and heads stay float32
+    canvas_size: int = 75
+    seed: int = 0
+    validation_batch_size: int = 500
+    deterministic: bool = True  # tf op determinism: same seed, same weights
+
+    def __post_init__(self):
+        check_positive_int(self.epochs, "epochs", minimum=0)
+        if self.steps_per_epoch is not None:
+            check_positive_int(self.steps_per_epoch, "steps_per_epoch")
+        check_positive_int(self.batch_size, "batch_size")
+        check_positive_int(self.validation_batch_size, "validation_batch_size")
+        check_canvas_size(self.canvas_size)
+        check_positive_int(self.seed, "seed", minimum=0)
+        if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        if self.schedule not in ("warmup_cosine", "constant"):
+            raise ValueError(f"schedule must be 'warmup_cosine' or 'constant', got {self.schedule!r}")
+        if not (isinstance(self.warmup_epochs, (int, float)) and self.warmup_epochs >= 0):
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        if self.box_loss not in ("mse", "l1", "iou_l1"):  # model.BOX_LOSSES, without importing keras
+            raise ValueError(f"box_loss must be 'mse', 'l1' or 'iou_l1', got {self.box_loss!r}")
+        if not (isinstance(self.box_loss_weight, (int, float)) and self.box_loss_weight > 0):
+            raise ValueError(f"box_loss_weight must be a positive number, got {self.box_loss_weight!r}")
+
+    @classmethod
+    def lab(cls, **overrides) -> "TrainConfig":
+        """The course lab's recipe, for comparison."""
+        recipe = dict(
+            epochs=10, batch_size=64, learning_rate=1e-3, schedule="constant", warmup_epochs=0,
+            box_loss="mse", box_loss_weight=1.0, mixed_precision=False,
+        )
+        return cls(**{**recipe, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def resolved_steps_per_epoch(self, data_dir=None) -> int:
+        """Batches per epoch: ``steps_per_epoch``, or one full pass over the training digits."""
+        if self.steps_per_epoch is not None:
+            return self.steps_per_epoch
+        from .data import load_digit_arrays  # lazy: keeps this module free of TensorFlow
+
+        return len(load_digit_arrays("train", data_dir)[0]) // self.batch_size
