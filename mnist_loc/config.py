@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from numbers import Integral
 
 DIGIT_SIZE = 28
+BOX_LOSSES = ("mse", "l1", "iou_l1")  # see model.BoxLoss
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -40,23 +41,27 @@ def check_canvas_size(canvas_size) -> int:
 class TrainConfig:
     """Every choice of a training run. The defaults are mnist_loc's recipe.
 
-    The seed's recipe is ``TrainConfig.lab()``: batch 64, constant Adam 1e-3, MSE box
-    loss at weight 1, float32, 10 passes.
+    Against the course lab (``TrainConfig.lab()``: batch 64, constant Adam 1e-3, MSE
+    box loss at weight 1, float32, 10 passes) the recipe changes five things, each
+    measured in the notebook's recipe table: a bfloat16 trunk (about twice the
+    images/s), batch 128, warmup + cosine decay peaking at 1e-2, and the box loss
+    ``1 - IoU + L1`` at weight 0.5 instead of MSE. Data placement is vectorized in
+    ``data`` whatever the config.
     """
 
-    epochs: int = 20
+    epochs: int = 12
     steps_per_epoch: int | None = None  # None: one full pass over the 55,000 training digits
     batch_size: int = 128
-    learning_rate: float = 3e-3  # peak of the schedule
-    schedule: str = "warmup_cosine"  # or "constant"
+    learning_rate: float = 1e-2  # peak of the schedule
+    schedule: str = "warmup_cosine"  # linear warmup, cosine decay to 0; or "constant"
     warmup_epochs: float = 1.0
-    box_loss: str = "iou_l1"
-    box_loss_weight: float = 10.0
+    box_loss: str = "iou_l1"  # "mse" (the lab's), "l1" or "iou_l1"; see model.BoxLoss
+    box_loss_weight: float = 0.5  # classification loss has weight 1
     mixed_precision: bool = True  # bfloat16 trunk; Dense layers and heads stay float32
     canvas_size: int = 75
     seed: int = 0
     validation_batch_size: int = 500
-    deterministic: bool = True  # tf op determinism: same seed, same weights
+    deterministic: bool = True  # TensorFlow op determinism: same seed, same weights
 
     def __post_init__(self):
         check_positive_int(self.epochs, "epochs", minimum=0)
@@ -72,8 +77,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'warmup_cosine' or 'constant', got {self.schedule!r}")
         if not (isinstance(self.warmup_epochs, (int, float)) and self.warmup_epochs >= 0):
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
-        if self.box_loss not in ("mse", "l1", "iou_l1"):  # model.BOX_LOSSES, without importing keras
-            raise ValueError(f"box_loss must be 'mse', 'l1' or 'iou_l1', got {self.box_loss!r}")
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
         if not (isinstance(self.box_loss_weight, (int, float)) and self.box_loss_weight > 0):
             raise ValueError(f"box_loss_weight must be a positive number, got {self.box_loss_weight!r}")
 

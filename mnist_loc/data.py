@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+
 import numpy as np
 import tensorflow as tf
 
