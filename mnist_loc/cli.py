@@ -227,13 +227,14 @@ def _cmd_predict(args) -> int:
     return 0
 
 
-def _import_tensorflow_quietly() -> None:
+def import_tensorflow_quietly() -> None:
     """Import TensorFlow with file descriptor 2 silenced.
 
     TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are printed before its
     logging is configured, so no setting hides them; a command-line user should
     see only our own output. Python errors still surface: they are raised after
-    the descriptor is restored.
+    the descriptor is restored. Notebooks call it too, before importing mnist_loc's
+    TensorFlow modules.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.stderr.flush()
@@ -251,7 +252,7 @@ def _import_tensorflow_quietly() -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _import_tensorflow_quietly()
+    import_tensorflow_quietly()
     from .artifacts import ModelFileError
     from .data import DataNotFoundError
     from .training import TrainingDiverged
@@ -259,6 +260,9 @@ def main(argv=None) -> int:
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
     try:
         return commands[args.command](args)
+    except BrokenPipeError:  # output piped into `head` and the like: not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return RUN_ERROR
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to resume after the last finished epoch", file=sys.stderr)
         return 130

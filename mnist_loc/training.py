@@ -188,6 +188,7 @@ def train(
             initial_epoch=start_epoch,
             steps_per_epoch=steps,
             validation_data=val_ds,
+            shuffle=False,  # the stream is already shuffled, reproducibly, per pass
             callbacks=all_callbacks,
             verbose=verbose,
         )
