@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 
 import keras
@@ -96,7 +97,10 @@ def load_model(path) -> keras.Model:
                 raise ModelFileError(f"{path} is not a Keras model (no config.json inside)")
             if archive.testzip() is not None:
                 raise ModelFileError(f"{path} is corrupt (a member fails its checksum)")
-        return keras.saving.load_model(path, safe_mode=True)
+        with warnings.catch_warnings():
+            # A model saved before its first step has an unbuilt optimizer; nothing is lost.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.saving.load_model(path, safe_mode=True)
     except ModelFileError:
         raise
     except ValueError as error:

@@ -162,6 +162,8 @@ def read_image(path: str, canvas_size: int):
     """
     import numpy as np
 
+    from .evaluation import to_unit_float
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
     lower = path.lower()
@@ -184,18 +186,7 @@ def read_image(path: str, canvas_size: int):
         array = array[..., 0]
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a 2-D grayscale image, got shape {array.shape}")
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255.0
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-    else:
-        raise ValueError(f"{path}: pixels must be uint8 or float in [0, 1], got {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"{path}: the image is empty")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{path}: the image has NaN or infinite pixels")
-    if array.min() < 0 or array.max() > 1:
-        raise ValueError(f"{path}: float pixels must lie in [0, 1], got [{array.min():g}, {array.max():g}]")
+    array = to_unit_float(array, path)
     height, width = array.shape
     if height > canvas_size or width > canvas_size:
         raise ValueError(f"{path}: image is {height}x{width}, larger than the model's {canvas_size}x{canvas_size} canvas")

@@ -11,6 +11,28 @@ from .boxes import iou
 IOU_THRESHOLDS = (0.5, 0.6, 0.75)
 
 
+def to_unit_float(pixels, name: str = "images") -> np.ndarray:
+    """Pixels as float32 in [0, 1]: uint8 is scaled by 1/255, floats must already be in range.
+
+    Raises TypeError for other dtypes and ValueError for an empty array, NaN/inf or
+    out-of-range values, each message starting with ``name``.
+    """
+    array = np.asarray(pixels)
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float32)
+    else:
+        raise TypeError(f"{name} must be uint8 or float, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{name}: empty array (shape {array.shape})")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name}: NaN or infinite pixels")
+    if array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(f"{name}: float pixels must lie in [0, 1], got range [{array.min():g}, {array.max():g}]")
+    return array
+
+
 def check_images(images, canvas_size: int) -> np.ndarray:
     """Return canvases as float32 ``[N, S, S, 1]`` in [0, 1], or raise naming the problem.
 
@@ -19,15 +41,7 @@ def check_images(images, canvas_size: int) -> np.ndarray:
     ValueError for empty input, a wrong rank, size or channel count, NaN/inf pixels
     or float values outside [0, 1].
     """
-    array = np.asarray(images)
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255.0
-    elif np.issubdtype(array.dtype, np.floating):
-        array = array.astype(np.float32)
-    else:
-        raise TypeError(f"images must be uint8 or float, got dtype {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"images is empty (shape {array.shape})")
+    array = to_unit_float(images, "images")
     if array.ndim == 2:
         array = array[None, :, :, None]
     elif array.ndim == 3:
@@ -42,10 +56,6 @@ def check_images(images, canvas_size: int) -> np.ndarray:
         raise ValueError(
             f"images must be {canvas_size}x{canvas_size} canvases for this model, got {array.shape[1]}x{array.shape[2]}"
         )
-    if not np.all(np.isfinite(array)):
-        raise ValueError("images contain NaN or infinite pixels")
-    if array.min() < 0.0 or array.max() > 1.0:
-        raise ValueError(f"float images must lie in [0, 1], got range [{array.min():g}, {array.max():g}]")
     return array
 
 
@@ -98,18 +108,17 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     ``[N, 4]``, and ``labels``, ``confidence``, ``boxes`` as in :func:`predict`.
     """
     check_dataset(dataset, model_canvas_size(model))
-    predict_step = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     parts = {"true_labels": [], "true_boxes": [], "labels": [], "confidence": [], "boxes": []}
     for images, targets in dataset:
         if not np.all(np.isfinite(images.numpy())):
             raise ValueError("the dataset's images contain NaN or infinite pixels")
-        outputs = predict_step(images)
-        probabilities = outputs["classification"].numpy()
+        outputs = model.predict_on_batch(images)  # Keras keeps one traced predict function per model
+        probabilities = np.asarray(outputs["classification"])
         parts["true_labels"].append(targets["classification"].numpy().argmax(-1))
         parts["true_boxes"].append(targets["bounding_box"].numpy())
         parts["labels"].append(probabilities.argmax(-1))
         parts["confidence"].append(probabilities.max(-1))
-        parts["boxes"].append(outputs["bounding_box"].numpy().astype(np.float32))
+        parts["boxes"].append(np.asarray(outputs["bounding_box"], np.float32))
     if not parts["labels"]:
         raise ValueError("the dataset is empty")
     return {name: np.concatenate(values) for name, values in parts.items()}

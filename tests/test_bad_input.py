@@ -208,3 +208,32 @@ def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith("mnist_loc: error: the loss became NaN or infinite")
     leftovers = [p.name for p in out.rglob("*") if p.is_file()] if out.exists() else []
     assert leftovers == []
+
+
+# --- the same bad inputs through the command line: one line, non-zero exit ---
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("nan.npy", np.full((S, S), np.nan, np.float32), "NaN or infinite"),
+        ("big.npy", np.zeros((S + 1, S), np.float32), "larger than the model's 75x75 canvas"),
+        ("cube.npy", np.zeros((2, S, S), np.float32), "expected a 2-D grayscale image"),
+        ("ints.npy", np.zeros((S, S), np.int64), "must be uint8 or float"),
+        ("empty.npy", np.zeros((0, 0), np.float32), "empty"),
+        ("digit.jpg", None, "unsupported image type"),
+        ("broken.png", b"not a png", "cannot read image"),
+    ],
+)
+def test_cli_predict_refuses_bad_images(saved_model, tmp_path, name, content, message):
+    path = tmp_path / name
+    if isinstance(content, np.ndarray):
+        np.save(path, content)
+    else:
+        path.write_bytes(content or b"")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "mnist_loc", "predict", "--model", str(saved_model), str(path)],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnist_loc: error:") and message in lines[0], result.stderr
