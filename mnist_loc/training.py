@@ -46,6 +46,14 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     )
 
 
+def seed_everything(config: TrainConfig) -> None:
+    """Seed Python, NumPy and TensorFlow from ``config.seed`` and, if ``config.deterministic``,
+    turn on TensorFlow op determinism (process-wide and irreversible)."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+
+
 def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
     """Build and compile the model a config describes (call inside a strategy scope)."""
     model = build_model(config.canvas_size, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
@@ -159,9 +167,7 @@ def train(
     Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss
     becomes NaN/inf (the backup then still holds the last good epoch).
     """
-    if config.deterministic:
-        keras.utils.set_random_seed(config.seed)
-        tf.config.experimental.enable_op_determinism()
+    seed_everything(config)
     steps = config.resolved_steps_per_epoch(data_dir)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
