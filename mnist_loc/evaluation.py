@@ -108,11 +108,14 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     ``[N, 4]``, and ``labels``, ``confidence``, ``boxes`` as in :func:`predict`.
     """
     check_dataset(dataset, model_canvas_size(model))
+    # Our own graph function rather than predict_on_batch, which under a MirroredStrategy
+    # returns every replica's copy of the batch. autograph=False: a plain call needs no conversion.
+    forward = tf.function(lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
     parts = {"true_labels": [], "true_boxes": [], "labels": [], "confidence": [], "boxes": []}
     for images, targets in dataset:
         if not np.all(np.isfinite(images.numpy())):
             raise ValueError("the dataset's images contain NaN or infinite pixels")
-        outputs = model.predict_on_batch(images)  # Keras keeps one traced predict function per model
+        outputs = forward(images)
         probabilities = np.asarray(outputs["classification"])
         parts["true_labels"].append(targets["classification"].numpy().argmax(-1))
         parts["true_boxes"].append(targets["bounding_box"].numpy())
