@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 USAGE_ERROR = 2
 RUN_ERROR = 1

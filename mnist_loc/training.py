@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from . import artifacts
