@@ -114,17 +114,24 @@ class _StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-_WEIGHTS = "state.weights.h5"
 _STATE = "state.json"
 
 
 def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds):
+    # Each epoch's weights get their own file and state.json, renamed in last, names the one
+    # to resume from: a crash between the two writes leaves the previous epoch's pair intact.
     os.makedirs(backup_dir, exist_ok=True)
-    with artifacts.atomic_path(os.path.join(backup_dir, _WEIGHTS)) as tmp:
+    weights = f"epoch-{epochs_done:04d}.weights.h5"
+    with artifacts.atomic_path(os.path.join(backup_dir, weights)) as tmp:
         model.save_weights(tmp)
-    # The state file is renamed in last: it only ever names weights that are complete.
-    state = {"epochs_done": epochs_done, "config": config.to_dict(), "history": history, "train_seconds": train_seconds}
+    state = {
+        "epochs_done": epochs_done, "weights": weights, "config": config.to_dict(),
+        "history": history, "train_seconds": train_seconds,
+    }
     artifacts.write_json(os.path.join(backup_dir, _STATE), state)
+    for name in os.listdir(backup_dir):
+        if name.endswith(".weights.h5") and name != weights:
+            os.remove(os.path.join(backup_dir, name))
 
 
 def _load_backup(backup_dir, model, config):
@@ -141,7 +148,7 @@ def _load_backup(backup_dir, model, config):
         )
     # Build the optimizer's variables so the saved optimizer state has a place to go.
     model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(backup_dir, _WEIGHTS))
+    model.load_weights(os.path.join(backup_dir, state["weights"]))
     return int(state["epochs_done"]), state["history"], float(state["train_seconds"])
 
 

@@ -103,7 +103,9 @@ def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path):
                 self.model.stop_training = True
 
     train(config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0, callbacks=[StopAfter()])
-    assert json.loads((backup / "state.json").read_text())["epochs_done"] == 2
+    state = json.loads((backup / "state.json").read_text())
+    assert state["epochs_done"] == 2
+    assert sorted(p.name for p in backup.iterdir()) == sorted(["state.json", state["weights"]])  # older epochs cleaned up
     resumed = train(config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0)
     assert resumed.resumed_from_epoch == 2
     assert len(resumed.history["loss"]) == 3
