@@ -1,22 +1,34 @@
 """Benchmark: the course lab's training vs mnist_loc's, side by side, on this machine.
 
-    python benchmarks/bench_train.py [--examples 60000] [--rounds 2] [--data-dir DIR]
+    python benchmarks/bench_train.py [--chunks 12] [--chunk-examples 7680] [--data-dir DIR]
+                                     [--ours '{"batch_size": 256}']
 
-Each measurement runs in its own process (so peak RSS is its own), and the lab and
-mnist_loc runs alternate (lab, ours, lab, ours, ...) so that machine drift cancels.
-Both train on the same number of examples after a short warm-up that is not timed.
+Each recipe trains in its own process (so peak RSS is its own), and the processes
+take turns in lock-step: the lab trains one chunk of examples while the others wait,
+then the next process trains one chunk, and so on (order ABC, CBA, ABC, ...). A
+chunk lasts a few seconds, so all see the same machine: on a shared 2-core VM the
+CPU's speed changes from one second to the next, and whole-run alternation left the
+ratio at the mercy of which state each run drew. Every chunk is one Keras epoch of
+one ``fit()``, so the input iterators (and the lab's shuffle buffer) live across
+chunks as in a real run; the first chunk, which traces the step, is not timed.
+
+Besides wall-clock images/s, each chunk's process CPU time (all threads, input
+pipeline included) gives images per CPU-second: a cross-check that moves less when
+the host throttles the VM, since a throttled process waits without using CPU.
 
 The lab's recipe is re-implemented here as the baseline, as published: per-example
 ``tf.image.pad_to_bounding_box`` in a ``map`` (16 parallel calls), ``shuffle(5000)``,
 batch 64, the seed model compiled with ``compile_model()``'s defaults (Adam 1e-3,
 CCE + MSE 1:1) in float32, and the whole validation set as one batch. mnist_loc runs
-as ``train()`` does: seeded, with TensorFlow op determinism on. One extra run of the
-lab recipe with only op determinism added shows how much of the gap that flag makes.
+as ``train()`` does: seeded, with TensorFlow op determinism on. A third process, the
+lab recipe with only op determinism added, shows how much of the gap that flag makes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -24,9 +36,11 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-WARMUP_STEPS = 20
+TRAINERS = ("lab", "lab_deterministic", "ours")
+WARMUP_STEPS = 20  # for the one-shot pipeline workers
 
 
 def _peak_rss_mb() -> float:
@@ -54,37 +68,60 @@ def _lab_dataset(data_dir, batch_size=64):
     return train, validation.batch(10000)  # the lab validates on one big batch
 
 
-def worker(kind: str, examples: int, data_dir) -> dict:
+def _ours_config(overrides: dict):
+    from mnist_loc.config import TrainConfig
+
+    return TrainConfig(**overrides)
+
+
+def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: dict) -> None:
+    """Train ``kind``'s recipe for 1 + ``chunks`` chunks, each started by a line on stdin;
+    print one JSON line per timed chunk, then one with the peak RSS."""
+    import keras
     import tensorflow as tf
 
     from mnist_loc.data import make_dataset
-    from mnist_loc.evaluation import evaluate
     from mnist_loc.model import build_model, compile_model
-    from mnist_loc.config import TrainConfig
     from mnist_loc.training import make_model, seed_everything
 
-    if kind in ("lab", "lab_deterministic", "ours"):
-        if kind.startswith("lab"):
-            batch_size = 64
-            if kind == "lab_deterministic":  # the lab's recipe with only op determinism added, for attribution
-                tf.random.set_seed(0)  # determinism requires seeded random ops
-                tf.config.experimental.enable_op_determinism()
-            model = compile_model(build_model())
-            train, validation = _lab_dataset(data_dir, batch_size)
-        else:
-            config = TrainConfig()
-            batch_size = config.batch_size
-            seed_everything(config)  # exactly as train() runs: seeded, with op determinism
-            model = make_model(config, steps_per_epoch=examples // batch_size)
-            train = make_dataset("train", batch_size=batch_size, data_dir=data_dir)
-            validation = make_dataset("validation", batch_size=config.validation_batch_size, data_dir=data_dir)
-        model.fit(train, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)  # traces the step; not timed
-        steps = examples // batch_size
-        start = time.perf_counter()
-        model.fit(train, steps_per_epoch=steps, epochs=1, verbose=0)
-        seconds = time.perf_counter() - start
-        model.evaluate(validation, verbose=0)  # what each recipe does once per epoch, for RSS
-        return {"images_per_s": steps * batch_size / seconds, "seconds": seconds, "peak_rss_mb": _peak_rss_mb()}
+    if kind.startswith("lab"):
+        batch_size = 64
+        if kind == "lab_deterministic":
+            tf.random.set_seed(0)  # determinism requires seeded random ops
+            tf.config.experimental.enable_op_determinism()
+        model = compile_model(build_model())
+        train, validation = _lab_dataset(data_dir, batch_size)
+    else:
+        config = _ours_config(overrides)
+        batch_size = config.batch_size
+        seed_everything(config)  # exactly as train() runs: seeded, with op determinism
+        model = make_model(config, steps_per_epoch=chunk_examples // batch_size)
+        train = make_dataset("train", batch_size=batch_size, data_dir=data_dir)
+        validation = make_dataset("validation", batch_size=config.validation_batch_size, data_dir=data_dir)
+    if chunk_examples % batch_size:
+        raise SystemExit(f"--chunk-examples {chunk_examples} is not a multiple of {kind}'s batch size {batch_size}")
+    steps = chunk_examples // batch_size
+
+    class LockStep(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            sys.stdin.readline()  # wait for our turn
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds, cpu_seconds = time.perf_counter() - self.start, time.process_time() - self.cpu_start
+            print(json.dumps({"chunk": epoch, "seconds": seconds, "cpu_seconds": cpu_seconds, "images": steps * batch_size}), flush=True)
+
+    model.fit(train, steps_per_epoch=steps, epochs=1 + chunks, verbose=0, callbacks=[LockStep()])
+    model.evaluate(validation, verbose=0)  # what each recipe does once per epoch, for RSS
+    print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
+
+
+def one_shot(kind: str, examples: int, data_dir) -> dict:
+    from mnist_loc.config import TrainConfig
+    from mnist_loc.data import make_dataset
+    from mnist_loc.evaluation import evaluate
+    from mnist_loc.training import make_model, seed_everything
+
     if kind in ("pipeline", "lab_pipeline"):
         batch_size = 128 if kind == "pipeline" else 64
         train = make_dataset("train", batch_size=batch_size, data_dir=data_dir) if kind == "pipeline" else _lab_dataset(data_dir, batch_size)[0]
@@ -109,12 +146,65 @@ def worker(kind: str, examples: int, data_dir) -> dict:
     raise ValueError(kind)
 
 
-def run_worker(kind: str, examples: int, data_dir) -> dict:
+def _command(args, kind: str) -> list:
+    cmd = [sys.executable, __file__, "--worker", kind, "--chunks", str(args.chunks),
+           "--chunk-examples", str(args.chunk_examples), "--ours", args.ours]
+    return cmd + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def _env() -> dict:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _read_json(proc, kind: str, log) -> dict:
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait()
+        log.seek(0)
+        sys.exit(f"worker {kind} failed (exit {proc.returncode}):\n{log.read()[-3000:]}")
+    return json.loads(line)
+
+
+def run_lock_step(args) -> dict:
+    """Start the trainers, then give them turns chunk by chunk; return each one's chunks and RSS."""
+    procs, logs = {}, {}
+    with contextlib.ExitStack() as stack:
+        for kind in TRAINERS:
+            logs[kind] = stack.enter_context(tempfile.TemporaryFile("w+"))
+            procs[kind] = stack.enter_context(subprocess.Popen(
+                _command(args, kind), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=logs[kind], text=True, env=_env()))
+            stack.callback(procs[kind].kill)  # runs first on the way out: no trainer outlives a failure
+        results = {kind: {"chunks": []} for kind in TRAINERS}
+        for chunk in range(1 + args.chunks):
+            order = TRAINERS if chunk % 2 == 0 else TRAINERS[::-1]  # ABC CBA: linear drift cancels
+            for kind in order:
+                procs[kind].stdin.write("go\n")
+                procs[kind].stdin.flush()
+                result = _read_json(procs[kind], kind, logs[kind])
+                if chunk > 0:  # chunk 0 traces the train step
+                    results[kind]["chunks"].append(result)
+            if chunk > 0:
+                _print_chunk(chunk, {k: results[k]["chunks"][-1] for k in TRAINERS})
+        for kind in TRAINERS:
+            results[kind].update(_read_json(procs[kind], kind, logs[kind]))
+            procs[kind].wait()
+    return results
+
+
+def _print_chunk(number: int, chunks: dict) -> None:
+    rates = {k: c["images"] / c["seconds"] for k, c in chunks.items()}
+    per_cpu = {k: c["images"] / c["cpu_seconds"] for k, c in chunks.items()}
+    print(f"  chunk {number}: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items())
+          + f" images/s, ours/lab {rates['ours'] / rates['lab']:.2f}x; per CPU-second: "
+          + ", ".join(f"{k} {v:,.0f}" for k, v in per_cpu.items())
+          + f", ours/lab {per_cpu['ours'] / per_cpu['lab']:.2f}x", flush=True)
+
+
+def run_one_shot(args, kind: str, examples: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--examples", str(examples)]
-    if data_dir:
-        cmd += ["--data-dir", data_dir]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    cmd += ["--data-dir", args.data_dir] if args.data_dir else []
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
     if out.returncode != 0:
         sys.exit(f"worker {kind} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -124,46 +214,61 @@ def run_worker(kind: str, examples: int, data_dir) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--examples", type=int, default=60000, help="training examples per timed run (default 60,000)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating lab/ours rounds (default 2)")
+    parser.add_argument("--chunks", type=int, default=12, help="timed chunks per recipe (default 12)")
+    parser.add_argument("--chunk-examples", type=int, default=7680,
+                        help="training examples per chunk, a multiple of both batch sizes (default 7,680)")
+    parser.add_argument("--ours", default="{}", help="TrainConfig overrides for mnist_loc, as JSON (default: none)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--examples", type=int, default=60000, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, args.examples, args.data_dir)))
+    overrides = json.loads(args.ours)
+    if args.worker in TRAINERS:
+        trainer(args.worker, args.chunks, args.chunk_examples, args.data_dir, overrides)
         return
+    if args.worker:
+        print(json.dumps(one_shot(args.worker, args.examples, args.data_dir)))
+        return
+    _ours_config(overrides)  # fail fast on a bad override
 
-    import tensorflow as tf
-
+    examples = args.chunks * args.chunk_examples
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"TensorFlow {tf.__version__}, {time.strftime('%Y-%m-%d')}; {args.examples:,} training examples per run, {args.rounds} rounds")
-    runs = {"lab": [], "ours": []}
-    for _ in range(args.rounds):
-        for kind in ("lab", "ours"):
-            runs[kind].append(run_worker(kind, args.examples, args.data_dir))
-    lab_deterministic = run_worker("lab_deterministic", args.examples, args.data_dir)
-    pipeline = run_worker("pipeline", args.examples, args.data_dir)
-    lab_pipeline = run_worker("lab_pipeline", args.examples, args.data_dir)
-    evaluation = run_worker("evaluate", args.examples, args.data_dir)
+          f"TensorFlow {importlib.metadata.version('tensorflow')}, {time.strftime('%Y-%m-%d')}; {args.chunks} chunks of "
+          f"{args.chunk_examples:,} training examples per recipe, in lock-step; mnist_loc overrides {overrides}")
+    trained = run_lock_step(args)
+    pipeline = run_one_shot(args, "pipeline", examples)
+    lab_pipeline = run_one_shot(args, "lab_pipeline", examples)
+    evaluation = run_one_shot(args, "evaluate", examples)
 
-    lab = statistics.median(r["images_per_s"] for r in runs["lab"])
-    ours = statistics.median(r["images_per_s"] for r in runs["ours"])
+    def rate(kind, clock="seconds"):
+        chunks = trained[kind]["chunks"]
+        return sum(c["images"] for c in chunks) / sum(c[clock] for c in chunks)
+
+    pair_ratios = [
+        (o["images"] / o["seconds"]) / (la["images"] / la["seconds"])
+        for o, la in zip(trained["ours"]["chunks"], trained["lab"]["chunks"])
+    ]
+    lab, ours = rate("lab"), rate("ours")
     rows = [
         ("training, course lab recipe (images/s)", f"{lab:,.0f}", ""),
         ("training, mnist_loc default (images/s)", f"{ours:,.0f}", ""),
-        ("training speed-up (ours / lab)", f"{ours / lab:.2f}x", ">= 2.0x"),
-        ("lab recipe + op determinism only (images/s)", f"{lab_deterministic['images_per_s']:,.0f}", ""),
+        ("training speed-up (ours / lab, all chunks)", f"{ours / lab:.2f}x", ">= 2.0x"),
+        ("speed-up, median of chunk pairs", f"{statistics.median(pair_ratios):.2f}x", ""),
+        ("speed-up, lowest / highest chunk pair", f"{min(pair_ratios):.2f}-{max(pair_ratios):.2f}x", ""),
+        ("training, lab / mnist_loc (images per CPU-s)", f"{rate('lab', 'cpu_seconds'):,.0f} / {rate('ours', 'cpu_seconds'):,.0f}", ""),
+        ("speed-up in CPU time (ours / lab)", f"{rate('ours', 'cpu_seconds') / rate('lab', 'cpu_seconds'):.2f}x", ""),
+        ("lab recipe + op determinism only (images/s)", f"{rate('lab_deterministic'):,.0f}", ""),
         ("input pipeline, mnist_loc (canvases/s)", f"{pipeline['canvases_per_s']:,.0f}", ">= 20,000"),
         ("input pipeline, course lab (canvases/s)", f"{lab_pipeline['canvases_per_s']:,.0f}", ""),
         ("evaluate 10,000 test canvases (s)", f"{evaluation['seconds']:.2f}", "<= 5"),
-        ("peak RSS, lab training process (MB)", f"{max(r['peak_rss_mb'] for r in runs['lab']):,.0f}", ""),
-        ("peak RSS, mnist_loc training process (MB)", f"{max(r['peak_rss_mb'] for r in runs['ours']):,.0f}", ""),
+        ("peak RSS, lab training process (MB)", f"{trained['lab']['peak_rss_mb']:,.0f}", ""),
+        ("peak RSS, mnist_loc training process (MB)", f"{trained['ours']['peak_rss_mb']:,.0f}", ""),
     ]
     print()
-    print(f"| {'measure':<44} | {'value':>10} | {'target':>9} |")
-    print(f"|{'-' * 46}|{'-' * 12}|{'-' * 11}|")
+    print(f"| {'measure':<44} | {'value':>13} | {'target':>9} |")
+    print(f"|{'-' * 46}|{'-' * 15}|{'-' * 11}|")
     for name, value, target in rows:
-        print(f"| {name:<44} | {value:>10} | {target:>9} |")
+        print(f"| {name:<44} | {value:>13} | {target:>9} |")
 
 
 if __name__ == "__main__":
