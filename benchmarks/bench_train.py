@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 
+from mnist_loc.config import TrainConfig  # TensorFlow-free
+
 TRAINERS = ("lab", "lab_deterministic", "ours")
 WARMUP_STEPS = 20  # for the one-shot pipeline workers
 
@@ -68,12 +70,6 @@ def _lab_dataset(data_dir, batch_size=64):
     return train, validation.batch(10000)  # the lab validates on one big batch
 
 
-def _ours_config(overrides: dict):
-    from mnist_loc.config import TrainConfig
-
-    return TrainConfig(**overrides)
-
-
 def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: dict) -> None:
     """Train ``kind``'s recipe for 1 + ``chunks`` chunks, each started by a line on stdin;
     print one JSON line per timed chunk, then one with the peak RSS."""
@@ -92,7 +88,7 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
         model = compile_model(build_model())
         train, validation = _lab_dataset(data_dir, batch_size)
     else:
-        config = _ours_config(overrides)
+        config = TrainConfig(**overrides)
         batch_size = config.batch_size
         seed_everything(config)  # exactly as train() runs: seeded, with op determinism
         model = make_model(config, steps_per_epoch=chunk_examples // batch_size)
@@ -117,7 +113,6 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
 
 
 def one_shot(kind: str, examples: int, data_dir) -> dict:
-    from mnist_loc.config import TrainConfig
     from mnist_loc.data import make_dataset
     from mnist_loc.evaluation import evaluate
     from mnist_loc.training import make_model, seed_everything
@@ -222,14 +217,17 @@ def main() -> None:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--examples", type=int, default=60000, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    overrides = json.loads(args.ours)
+    try:  # a bad override fails here, before any worker starts
+        overrides = json.loads(args.ours)
+        TrainConfig(**overrides)
+    except (TypeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        parser.error(f"--ours: {error}")
     if args.worker in TRAINERS:
         trainer(args.worker, args.chunks, args.chunk_examples, args.data_dir, overrides)
         return
     if args.worker:
         print(json.dumps(one_shot(args.worker, args.examples, args.data_dir)))
         return
-    _ours_config(overrides)  # fail fast on a bad override
 
     examples = args.chunks * args.chunk_examples
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
