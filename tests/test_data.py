@@ -45,6 +45,19 @@ def test_box_formula_and_digit_pixels_exactly_inside_box():
         assert not outside.any(), "canvas must be black outside the digit's box"
 
 
+@pytest.mark.parametrize("size", [28, 29, 75, 100])
+def test_placement_equals_numpy_slicing_bit_for_bit(size):
+    rng = np.random.default_rng(size)
+    digits = rng.integers(0, 256, size=(32, 28, 28, 1), dtype=np.uint8)
+    offsets = rng.integers(0, size - 28 + 1, size=(32, 2)).astype(np.int32)  # (x, y)
+    expected = np.zeros((32, size, size, 1), np.float32)
+    for k, (x, y) in enumerate(offsets):
+        expected[k, y : y + 28, x : x + 28] = digits[k].astype(np.float32) / np.float32(255.0)
+    canvases, _ = place_digits(digits, offsets, size)
+    assert canvases.dtype == tf.float32
+    assert canvases.numpy().tobytes() == expected.tobytes()
+
+
 def test_offsets_reach_both_ends_and_stay_in_range():
     offsets = random_offsets(20000, S, tf.constant([0, 1], tf.int64)).numpy()
     assert offsets.min() == 0 and offsets.max() == S - 28
@@ -55,6 +68,12 @@ def test_offset_outside_canvas_is_refused():
     images, _ = synthetic_digits(1)
     with pytest.raises(tf.errors.InvalidArgumentError, match="outside the canvas"):
         place_digits(images, [[S - 27, 0]], S)
+
+
+def test_negative_offset_is_refused():
+    images, _ = synthetic_digits(1)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="must be >= 0"):
+        place_digits(images, [[3, -1]], S)
 
 
 def test_same_seed_same_bytes_across_builds_and_parallelism():
