@@ -108,7 +108,10 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
             print(json.dumps({"chunk": epoch, "seconds": seconds, "cpu_seconds": cpu_seconds, "images": steps * batch_size}), flush=True)
 
     model.fit(train, steps_per_epoch=steps, epochs=1 + chunks, verbose=0, callbacks=[LockStep()])
-    model.evaluate(validation, verbose=0)  # what each recipe does once per epoch, for RSS
+    # Validation, run once for its memory, waits for a turn too: run as soon as the last chunk
+    # ended, it would compete for the cores with the other recipes' last timed chunk.
+    sys.stdin.readline()
+    model.evaluate(validation, verbose=0)
     print(json.dumps({"peak_rss_mb": _peak_rss_mb()}), flush=True)
 
 
@@ -181,7 +184,9 @@ def run_lock_step(args) -> dict:
                     results[kind]["chunks"].append(result)
             if chunk > 0:
                 _print_chunk(chunk, {k: results[k]["chunks"][-1] for k in TRAINERS})
-        for kind in TRAINERS:
+        for kind in TRAINERS:  # one at a time, as above: validate for peak RSS, then exit
+            procs[kind].stdin.write("go\n")
+            procs[kind].stdin.flush()
             results[kind].update(_read_json(procs[kind], kind, logs[kind]))
             procs[kind].wait()
     return results
