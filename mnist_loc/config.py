@@ -62,6 +62,10 @@ class TrainConfig:
     seed: int = 0
     validation_batch_size: int = 500
     deterministic: bool = True  # TensorFlow op determinism: same seed, same weights
+    # Training steps per call into TensorFlow, at most: the largest divisor of the epoch's
+    # steps not above this (13 of 429 by default). Saves Python's per-step overhead
+    # (about 8% of the time here); the weights are the same whatever the value.
+    steps_per_execution: int = 16
 
     def __post_init__(self):
         check_positive_int(self.epochs, "epochs", minimum=0)
@@ -71,6 +75,7 @@ class TrainConfig:
         check_positive_int(self.validation_batch_size, "validation_batch_size")
         check_canvas_size(self.canvas_size)
         check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.steps_per_execution, "steps_per_execution")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
         if self.schedule not in ("warmup_cosine", "constant"):

@@ -93,6 +93,7 @@ def compile_model(
     box_loss_weight=1.0,
     box_loss: str = "mse",
     classification_loss_weight=1.0,
+    steps_per_execution: int = 1,
 ) -> keras.Model:
     """Compile ``model`` in place and return it. Defaults reproduce the seed's recipe.
 
@@ -100,7 +101,8 @@ def compile_model(
     losses ``categorical_crossentropy`` on ``classification`` and ``box_loss`` (see
     :class:`BoxLoss`; ``"mse"`` is Keras' mean squared error) on ``bounding_box``,
     weighted ``classification_loss_weight : box_loss_weight`` (1 : 1); metrics
-    accuracy, and mse plus :class:`MeanBoxIoU` on the box.
+    accuracy, and mse plus :class:`MeanBoxIoU` on the box. ``steps_per_execution``
+    is Keras' (batches per call into the backend; it changes speed, not results).
     """
     box = "mse" if box_loss == "mse" else BoxLoss(box_loss)  # the seed's loss stays Keras' own
     model.compile(
@@ -108,5 +110,6 @@ def compile_model(
         loss={"classification": "categorical_crossentropy", "bounding_box": box},
         loss_weights={"classification": classification_loss_weight, "bounding_box": box_loss_weight},
         metrics={"classification": ["accuracy"], "bounding_box": ["mse", MeanBoxIoU()]},
+        steps_per_execution=check_positive_int(steps_per_execution, "steps_per_execution"),
     )
     return model

@@ -53,6 +53,15 @@ def seed_everything(config: TrainConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
+    """The largest divisor of ``steps_per_epoch`` not above ``config.steps_per_execution``.
+
+    A divisor, because Keras runs whole calls: with 10 steps per call, a 429-step
+    epoch would train 430 steps and the data stream would drift off the epochs.
+    """
+    return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
+
+
 def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
     """Build and compile the model a config describes (call inside a strategy scope)."""
     model = build_model(config.canvas_size, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
@@ -61,6 +70,7 @@ def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         box_loss=config.box_loss,
         box_loss_weight=config.box_loss_weight,
+        steps_per_execution=steps_per_call(config, steps_per_epoch),
     )
 
 
@@ -101,7 +111,11 @@ class _Checkpoint(_Recorder):
 
 
 class _StopOnNaN(keras.callbacks.Callback):
-    """Stop at the first non-finite batch loss (keras' TerminateOnNaN, remembering it happened)."""
+    """Stop at the first non-finite loss (keras' TerminateOnNaN, remembering it happened).
+
+    Keras reports once per call into TensorFlow, so ``bad_batch`` is the last batch
+    of the call in which the loss went bad.
+    """
 
     def __init__(self):
         super().__init__()
@@ -206,7 +220,7 @@ def train(
         )
     if nan_guard.bad_batch is not None:
         raise TrainingDiverged(
-            f"the loss became NaN or infinite at batch {nan_guard.bad_batch} of epoch "
+            f"the loss became NaN or infinite by batch {nan_guard.bad_batch} of epoch "
             f"{len(history.get('loss', [])) + 1}; training stopped and no final files were written "
             "(try a lower learning_rate)"
         )

@@ -11,7 +11,7 @@ import pytest
 from mnist_loc.data import make_dataset
 from mnist_loc.evaluation import evaluate
 from mnist_loc.config import TrainConfig
-from mnist_loc.training import EpochProgress, learning_rate_schedule, train
+from mnist_loc.training import EpochProgress, learning_rate_schedule, steps_per_call, train
 
 from conftest import ROOT
 
@@ -25,6 +25,8 @@ def test_config_validates_its_fields():
         TrainConfig(box_loss="huber")
     with pytest.raises(ValueError, match="learning_rate"):
         TrainConfig(learning_rate=float("nan"))
+    with pytest.raises(ValueError, match="steps_per_execution"):
+        TrainConfig(steps_per_execution=0)
     lab = TrainConfig.lab()
     assert (lab.batch_size, lab.learning_rate, lab.box_loss, lab.box_loss_weight, lab.mixed_precision) == (64, 1e-3, "mse", 1.0, False)
 
@@ -35,6 +37,11 @@ def test_schedule_warms_up_then_decays_to_zero():
     assert lr[0] < lr[1] < lr[2] == pytest.approx(3e-3)
     assert lr[2] > lr[3] > lr[4] and lr[4] == pytest.approx(0.0, abs=1e-9)
     assert learning_rate_schedule(TrainConfig.lab(), 100) == 1e-3
+
+
+@pytest.mark.parametrize("steps,most,expected", [(429, 16, 13), (50, 16, 10), (150, 16, 15), (7, 16, 7), (17, 16, 1), (430, 1, 1)])
+def test_steps_per_call_divides_the_epoch(steps, most, expected):
+    assert steps_per_call(TrainConfig(steps_per_execution=most), steps) == expected
 
 
 @pytest.mark.e2e
@@ -62,6 +69,10 @@ def test_same_seed_gives_identical_weights(mnist_dir):
         assert a.tobytes() == b.tobytes()
     other = [w.numpy() for w in train(TrainConfig(epochs=2, steps_per_epoch=15, seed=1), data_dir=mnist_dir, verbose=0).model.trainable_weights]
     assert not np.array_equal(first[0], other[0]), "another seed must give other weights"
+    one_step_calls = train(TrainConfig(epochs=2, steps_per_epoch=15, steps_per_execution=1), data_dir=mnist_dir, verbose=0)
+    assert one_step_calls.model.optimizer.iterations.numpy() == 30
+    for a, b in zip(first, [w.numpy() for w in one_step_calls.model.trainable_weights]):
+        assert a.tobytes() == b.tobytes(), "steps per call must not change the weights"
 
 
 @pytest.mark.e2e
