@@ -63,14 +63,19 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
 
 
 def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
-    """Build and compile the model a config describes (call inside a strategy scope)."""
+    """Build and compile the model a config describes (call inside a strategy scope).
+
+    Inside a ``tf.distribute`` strategy's scope, one step per call: Keras 3 cannot yet
+    run several steps per call under MirroredStrategy ("You must feed a value for
+    placeholder tensor", keras-team/keras#19246).
+    """
     model = build_model(config.canvas_size, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
     return compile_model(
         model,
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         box_loss=config.box_loss,
         box_loss_weight=config.box_loss_weight,
-        steps_per_execution=steps_per_call(config, steps_per_epoch),
+        steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
     )
 
 
