@@ -163,6 +163,13 @@ def _read_json(proc, kind: str, log) -> dict:
     return json.loads(line)
 
 
+def _take_turn(proc, kind: str, log) -> dict:
+    """Let one waiting worker run its next piece of work; return the JSON line it prints."""
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    return _read_json(proc, kind, log)
+
+
 def run_lock_step(args) -> dict:
     """Start the trainers, then give them turns chunk by chunk; return each one's chunks and RSS."""
     procs, logs = {}, {}
@@ -177,17 +184,13 @@ def run_lock_step(args) -> dict:
         for chunk in range(1 + args.chunks):
             order = TRAINERS if chunk % 2 == 0 else TRAINERS[::-1]  # ABC CBA: linear drift cancels
             for kind in order:
-                procs[kind].stdin.write("go\n")
-                procs[kind].stdin.flush()
-                result = _read_json(procs[kind], kind, logs[kind])
+                result = _take_turn(procs[kind], kind, logs[kind])
                 if chunk > 0:  # chunk 0 traces the train step
                     results[kind]["chunks"].append(result)
             if chunk > 0:
                 _print_chunk(chunk, {k: results[k]["chunks"][-1] for k in TRAINERS})
         for kind in TRAINERS:  # one at a time, as above: validate for peak RSS, then exit
-            procs[kind].stdin.write("go\n")
-            procs[kind].stdin.flush()
-            results[kind].update(_read_json(procs[kind], kind, logs[kind]))
+            results[kind].update(_take_turn(procs[kind], kind, logs[kind]))
             procs[kind].wait()
     return results
 

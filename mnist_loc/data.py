@@ -110,13 +110,12 @@ def place_digits(digits, offsets, canvas_size: int = 75):
 
 
 def _paste(digits, offsets, size: int):
-    """:func:`place_digits` without the offset checks, for offsets drawn in range.
+    """:func:`place_digits` without the offset checks, for int32 offsets drawn in range.
 
     The input pipeline calls this: its offsets come from :func:`random_offsets`, and
     assert ops in a ``map`` would only add work to every batch.
     """
     pixels = tf.cast(tf.reshape(digits, [-1, DIGIT_SIZE, DIGIT_SIZE]), tf.float32) / 255.0
-    offsets = tf.cast(offsets, tf.int32)
     # Shift matrices: digit column c lands on canvas column x + c, digit row r on
     # canvas row y + r. Two batched matmuls paste a whole batch, about 4x cheaper than
     # a scatter; every canvas pixel is one digit pixel times 1.0 plus zeros, so exact.
