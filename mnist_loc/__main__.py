@@ -1,7 +1,7 @@
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: keep C++ start-up chatter out
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads: keep C++ start-up chatter out
 
 from mnist_loc.cli import main  # noqa: E402
 

@@ -1,0 +1,76 @@
+"""Keep TensorFlow's C++ log lines off the terminal; Python's own messages still show.
+
+TensorFlow writes start-up lines (oneDNN, CUDA probing) before its log level is read,
+and some later lines (a tf.data buffer size on the first tfrecord read, an unknown
+``use_unbounded_threadpool`` attribute) whatever ``TF_CPP_MIN_LOG_LEVEL`` says. Both
+the command line and notebooks use these helpers, so they live below both.
+Pure Python: importing this module does not load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import tempfile
+
+# "I0000 00:00:1795732122.447 3136 port.cc:153] ..." and absl's pre-init banner.
+_CPP_LOG_LINE = re.compile(
+    rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+:\d+\]"
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|To enable the following instructions: .* rebuild TensorFlow)"  # cpu_feature_guard's 2nd line
+)
+
+
+@contextlib.contextmanager
+def cpp_logs_filtered():
+    """Within the block, drop the lines TensorFlow's C++ runtime writes to file descriptor 2.
+
+    Everything else written to stderr in the block (Python warnings, tracebacks of
+    errors caught inside) is shown when the block ends, in order. Do not wrap work
+    that draws a progress bar on stderr: it would only appear at the end.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True) if not _CPP_LOG_LINE.match(line)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+@contextlib.contextmanager
+def absl_warnings_hidden():
+    """Hide absl's Python warnings in the block, e.g. tfds' "Variant folder … has no
+    dataset_info.json" about a dataset folder that simply is not there yet."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def import_tensorflow_quietly() -> None:
+    """Import TensorFlow without its C++ start-up lines on the terminal.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless the user chose a level (the runtime's own
+    errors still reach Python as exceptions), then imports TensorFlow and probes its
+    devices with those lines filtered out. Call it before importing mnist_loc's
+    TensorFlow modules: the command line does, and so do the notebooks.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with cpp_logs_filtered():
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # the CUDA probe logs on first device use
