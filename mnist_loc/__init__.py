@@ -1,7 +1,8 @@
 """mnist_loc: classify an MNIST digit and regress its box on a 75x75 canvas with one CNN.
 
 Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
-Modules, bottom up: ``config``; ``data`` and ``boxes``; ``model``; ``training``, ``evaluation``
+Modules, bottom up: ``config`` and ``quiet``; ``datasets`` (find or download MNIST);
+``data`` and ``boxes``; ``model``; ``training``, ``evaluation``
 and ``artifacts``; ``plots`` and ``cli``. Names below are imported on first use, so
 ``import mnist_loc`` (and ``python -m mnist_loc --help``) does not load TensorFlow.
 """
@@ -12,7 +13,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "iou": "boxes",
-    "DataNotFoundError": "data",
+    "DataNotFoundError": "datasets",
+    "import_tensorflow_quietly": "quiet",
     "load_digits": "data",
     "make_dataset": "data",
     "place_digits": "data",

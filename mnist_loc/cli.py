@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from .quiet import import_tensorflow_quietly  # noqa: F401  (also its old home, for notebooks that import it from here)
+
 USAGE_ERROR = 2
 RUN_ERROR = 1
 
@@ -38,10 +40,19 @@ def _positive_float(text):
     return value
 
 
-def _existing_dir(text):
-    if not os.path.isdir(text):
+def _data_dir(text):
+    if os.path.exists(text) and not os.path.isdir(text):
         raise argparse.ArgumentTypeError(f"not a directory: {text}")
     return text
+
+
+def _add_data_flags(parser) -> None:
+    parser.add_argument(
+        "--data-dir", type=_data_dir, default=None,
+        help="tensorflow-datasets folder searched first for MNIST, then $TFDS_DATA_DIR and "
+        "~/tensorflow_datasets; MNIST is downloaded into the first of these if none holds it",
+    )
+    parser.add_argument("--no-download", dest="download", action="store_false", help="never download: fail if MNIST is not prepared")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_int_at_least(1), default=defaults.batch_size, help=f"(default {defaults.batch_size})")
     train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate, help=f"peak learning rate (default {defaults.learning_rate:g})")
     train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
-    train.add_argument("--data-dir", type=_existing_dir, default=None, help="tensorflow-datasets folder holding mnist (default $TFDS_DATA_DIR)")
+    _add_data_flags(train)
     train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
     train.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")
     train.add_argument("--restart", action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")
@@ -79,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", required=True, help="a .keras file written by train")
     evaluate.add_argument("--split", choices=("test", "validation"), default="test")
     evaluate.add_argument("--seed", type=_int_at_least(0), default=0, help="placement seed of the canvases (default 0, as train)")
-    evaluate.add_argument("--data-dir", type=_existing_dir, default=None)
+    _add_data_flags(evaluate)
     evaluate.add_argument("--json", metavar="FILE", help="also write the report here")
 
     predict = sub.add_parser(
@@ -121,14 +132,14 @@ def _cmd_train(args) -> int:
     strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else None
     interactive = sys.stdout.isatty()
     result = train(
-        config, data_dir=args.data_dir, backup_dir=backup_dir, strategy=strategy,
+        config, data_dir=args.data_dir, download=args.download, backup_dir=backup_dir, strategy=strategy,
         verbose=1 if interactive else 0, callbacks=() if interactive else (EpochProgress(config.epochs),),
     )
     if result.resumed_from_epoch:
         print(f"resumed after epoch {result.resumed_from_epoch} from {backup_dir}")
-    test = make_dataset("test", batch_size=500, canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir)
+    test = make_dataset("test", batch_size=500, canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir, download=args.download)
     report = evaluate(result.model, test)
-    images, labels, boxes = canvases_at("test", range(10), canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir)
+    images, labels, boxes = canvases_at("test", range(10), canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir, download=args.download)
     pred = predict(result.model, images)
     fig = plot_canvases(images, boxes, pred["boxes"], true_labels=labels, pred_labels=pred["labels"], ious=iou(pred["boxes"], boxes))
     artifacts.save_run(args.out, result.model, {**report, "split": "test"}, result.history, config.to_dict(), result.train_seconds, figure=fig)
@@ -144,7 +155,7 @@ def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate, format_report, model_canvas_size
 
     model = artifacts.load_model(args.model)
-    dataset = make_dataset(args.split, batch_size=500, canvas_size=model_canvas_size(model), seed=args.seed, training=False, data_dir=args.data_dir)
+    dataset = make_dataset(args.split, batch_size=500, canvas_size=model_canvas_size(model), seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
     report = {**evaluate(model, dataset), "split": args.split}
     print(format_report(report, f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed})"))
     if args.json:
@@ -215,29 +226,6 @@ def _cmd_predict(args) -> int:
             fig.savefig(tmp, format="png", dpi=100)
         print(f"wrote {args.draw}")
     return 0
-
-
-def import_tensorflow_quietly() -> None:
-    """Import TensorFlow with file descriptor 2 silenced.
-
-    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) are printed before its
-    logging is configured, so no setting hides them; a command-line user should
-    see only our own output. Python errors still surface: they are raised after
-    the descriptor is restored. Notebooks call it too, before importing mnist_loc's
-    TensorFlow modules.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            import tensorflow
-
-            tensorflow.config.list_physical_devices()  # the CUDA probe logs on first device use
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def main(argv=None) -> int:

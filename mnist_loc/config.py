@@ -99,10 +99,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def resolved_steps_per_epoch(self, data_dir=None) -> int:
+    def resolved_steps_per_epoch(self, data_dir=None, *, download: bool = True) -> int:
         """Batches per epoch: ``steps_per_epoch``, or one full pass over the training digits."""
         if self.steps_per_epoch is not None:
             return self.steps_per_epoch
         from .data import load_digit_arrays  # lazy: keeps this module free of TensorFlow
 
-        return len(load_digit_arrays("train", data_dir)[0]) // self.batch_size
+        return len(load_digit_arrays("train", data_dir, download=download)[0]) // self.batch_size

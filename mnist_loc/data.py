@@ -15,21 +15,20 @@ stream of passes over the split; pass ``p`` has its own shuffle and placement.
 from __future__ import annotations
 
 import functools
-import os
 
 import numpy as np
 import tensorflow as tf
 
 from .config import DIGIT_SIZE, check_canvas_size, check_positive_int
+from .datasets import DataNotFoundError, prepared_dir  # noqa: F401  DataNotFoundError is re-exported
+from .quiet import cpp_logs_filtered
 
 NUM_CLASSES = 10
-SPLITS = {"train": "train[:55000]", "validation": "train[55000:]", "test": "test"}
+# Validation is the last twelfth of tfds' train split (MNIST: 5,000 of 60,000), train the rest.
+SPLITS = ("train", "validation", "test")
+VALIDATION_FRACTION = 12
 # Distinct stream codes keep the splits' draws independent under the same seed.
 _SPLIT_CODES = {"train": 1, "validation": 2, "test": 3}
-
-
-class DataNotFoundError(FileNotFoundError):
-    """MNIST is not prepared in the tfds data directory and cannot be fetched here."""
 
 
 def _check_split(split: str) -> str:
@@ -38,50 +37,48 @@ def _check_split(split: str) -> str:
     return split
 
 
-def _resolve_data_dir(data_dir):
-    return os.path.expanduser(data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets")
+def tfds_split(split: str, num_train: int) -> str:
+    """The tfds slice of one of our splits, given the size of tfds' train split."""
+    first_validation = num_train - num_train // VALIDATION_FRACTION
+    return {"train": f"train[:{first_validation}]", "validation": f"train[{first_validation}:]", "test": "test"}[_check_split(split)]
 
 
 @functools.lru_cache(maxsize=8)
-def _load_arrays(split: str, data_dir: str):
+def _load_arrays(split: str, folder: str):
     import tensorflow_datasets as tfds  # imported lazily: it takes seconds
 
-    builder = tfds.builder("mnist", data_dir=data_dir)
-    if not builder.is_prepared():
-        raise DataNotFoundError(
-            f"MNIST is not prepared in {data_dir!r} and mnist_loc never downloads. "
-            "Point TFDS_DATA_DIR (or data_dir=) at a tensorflow-datasets folder holding "
-            "mnist/3.0.1, e.g. `export TFDS_DATA_DIR=../shared/tensorflow_datasets`; "
-            "on a machine with internet, `python -c \"import tensorflow_datasets as tfds; "
-            "tfds.builder('mnist').download_and_prepare()\"` prepares it once."
-        )
-    images, labels = tfds.as_numpy(
-        builder.as_dataset(split=SPLITS[split], as_supervised=True, batch_size=-1)
-    )
+    builder = tfds.builder("mnist", data_dir=folder)
+    with cpp_logs_filtered():  # the first tfrecord read logs a buffer size from C++
+        images, labels = tfds.as_numpy(builder.as_dataset(
+            split=tfds_split(split, builder.info.splits["train"].num_examples), as_supervised=True, batch_size=-1,
+        ))
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
 
 
-def load_digit_arrays(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
+def load_digit_arrays(split: str, data_dir=None, *, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Return one split of MNIST as read-only numpy arrays, cached per process.
 
     Returns ``(images, labels)``: uint8 ``[N, 28, 28, 1]`` and int64 ``[N]``.
     ``split`` is ``"train"`` (first 55,000 of tfds train), ``"validation"`` (last
-    5,000) or ``"test"`` (10,000). Never downloads: raises :class:`DataNotFoundError`
-    with instructions when the data is not prepared in ``data_dir`` (default:
-    ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``).
+    5,000) or ``"test"`` (10,000). MNIST is read from the first of ``data_dir``,
+    ``$TFDS_DATA_DIR`` and ``~/tensorflow_datasets`` that holds it prepared; if none
+    does, it is downloaded once (about 11 MB) into the first of them, unless
+    ``download=False``. Raises :class:`DataNotFoundError` saying what to do when it
+    is not prepared and cannot (or may not) be downloaded; offline that takes seconds.
     """
-    return _load_arrays(_check_split(split), _resolve_data_dir(data_dir))
+    _check_split(split)
+    return _load_arrays(split, prepared_dir("mnist", data_dir, download=download))
 
 
-def load_digits(split: str, data_dir=None) -> tf.data.Dataset:
+def load_digits(split: str, data_dir=None, *, download: bool = True) -> tf.data.Dataset:
     """Return a split of MNIST as a ``tf.data.Dataset`` of ``(image, label)``.
 
     ``image`` is uint8 ``[28, 28, 1]``, ``label`` int64 ``[]``. Splits and errors as
     in :func:`load_digit_arrays`.
     """
-    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir))
+    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir, download=download))
 
 
 def place_digits(digits, offsets, canvas_size: int = 75):
@@ -234,6 +231,7 @@ def make_dataset(
     seed: int = 0,
     training=None,
     data_dir=None,
+    download: bool = True,
     first_step: int = 0,
 ) -> tf.data.Dataset:
     """Batches of MNIST digits placed on black canvases, with class and box targets.
@@ -248,7 +246,10 @@ def make_dataset(
         :func:`make_canvas_dataset`: training is an endless stream of reshuffled,
         re-placed passes (use ``steps_per_epoch`` or ``take``); evaluation is one
         pass with one fixed placement per seed.
-      data_dir: tfds data directory (default ``$TFDS_DATA_DIR``). Never downloads.
+      data_dir: tfds data directory searched first (then ``$TFDS_DATA_DIR``, then
+        ``~/tensorflow_datasets``); see :func:`load_digit_arrays`.
+      download: if MNIST is prepared in none of them, download it once (default);
+        with False, raise :class:`DataNotFoundError` instead.
       first_step: training only: start the stream at this batch (resume).
 
     Returns:
@@ -261,7 +262,7 @@ def make_dataset(
     canvas_size = check_canvas_size(canvas_size)
     if training is None:
         training = split == "train"
-    images, labels = load_digit_arrays(split, data_dir)
+    images, labels = load_digit_arrays(split, data_dir, download=download)
     return make_canvas_dataset(
         images,
         labels,
@@ -274,7 +275,7 @@ def make_dataset(
     )
 
 
-def canvases_at(split: str, indices, *, canvas_size: int = 75, seed: int = 0, data_dir=None):
+def canvases_at(split: str, indices, *, canvas_size: int = 75, seed: int = 0, data_dir=None, download: bool = True):
     """The fixed evaluation canvases of ``split`` at ``indices``, without building the rest.
 
     Same canvases and targets as example ``indices[i]`` of
@@ -283,7 +284,7 @@ def canvases_at(split: str, indices, *, canvas_size: int = 75, seed: int = 0, da
     Returns ``(images float32 [K, S, S, 1], labels int64 [K], boxes float32 [K, 4])``.
     """
     canvas_size = check_canvas_size(canvas_size)
-    images, labels = load_digit_arrays(split, data_dir)
+    images, labels = load_digit_arrays(split, data_dir, download=download)
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= len(images)):
         raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")

@@ -175,6 +175,7 @@ def train(
     config: TrainConfig = TrainConfig(),
     *,
     data_dir=None,
+    download: bool = True,
     backup_dir=None,
     strategy: tf.distribute.Strategy | None = None,
     verbose=1,
@@ -187,13 +188,14 @@ def train(
     state, history) and a rerun with the same config resumes after the last
     finished epoch, producing the same weights as an uninterrupted run. With a
     ``tf.distribute`` ``strategy``, the model is built in its scope and Keras
-    splits each batch across its replicas.
+    splits each batch across its replicas. ``data_dir`` and ``download`` say where
+    MNIST is found or downloaded to, as in :func:`mnist_loc.data.load_digit_arrays`.
 
     Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss
     becomes NaN/inf (the backup then still holds the last good epoch).
     """
     seed_everything(config)
-    steps = config.resolved_steps_per_epoch(data_dir)
+    steps = config.resolved_steps_per_epoch(data_dir, download=download)
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = make_model(config, steps)
@@ -202,11 +204,11 @@ def train(
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config)
     train_ds = make_dataset(
         "train", batch_size=config.batch_size, canvas_size=config.canvas_size, seed=config.seed,
-        data_dir=data_dir, first_step=start_epoch * steps,
+        data_dir=data_dir, download=download, first_step=start_epoch * steps,
     )
     val_ds = make_dataset(
         "validation", batch_size=config.validation_batch_size, canvas_size=config.canvas_size,
-        seed=config.seed, data_dir=data_dir,
+        seed=config.seed, data_dir=data_dir, download=download,
     )
     nan_guard = _StopOnNaN()
     all_callbacks = [nan_guard, *callbacks]

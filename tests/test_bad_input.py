@@ -176,13 +176,14 @@ def test_lambda_layer_is_refused_by_safe_loading(tmp_path):
 def test_missing_mnist_fails_fast_with_instructions(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
-    script = "from mnist_loc.data import load_digits\nload_digits('train')"
-    # No TFDS_DATA_DIR and an empty home: must raise at once, not try the network.
+    script = "from mnist_loc.data import load_digits\nload_digits('train', download=False)"
+    # No TFDS_DATA_DIR, an empty home and no downloads: must raise at once, without absl noise.
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
-    assert "DataNotFoundError" in result.stderr and "TFDS_DATA_DIR" in result.stderr and "never downloads" in result.stderr
+    assert "DataNotFoundError" in result.stderr and "TFDS_DATA_DIR" in result.stderr and "--no-download" in result.stderr
+    assert "Variant folder" not in result.stderr  # absl's warning about a folder that is not there
     with pytest.raises(DataNotFoundError, match="data_dir="):
-        load_digits("test", data_dir=str(tmp_path))
+        load_digits("test", data_dir=str(tmp_path), download=False)
 
 
 # --- a loss that becomes NaN during training ---

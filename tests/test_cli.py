@@ -2,8 +2,10 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -13,9 +15,14 @@ from conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 
+def cli_env(**changes):
+    # The user's environment, not the test session's: no TF_CPP_MIN_LOG_LEVEL set for them.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return {**env, "PYTHONPATH": str(ROOT), **changes}
+
+
 def run_cli(*args, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "mnist_loc", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run([sys.executable, "-m", "mnist_loc", *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=cli_env())
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +43,7 @@ def test_train_writes_everything(trained):
     assert (out / "history.csv").read_text().splitlines()[0].startswith("epoch,")
     assert len((out / "history.csv").read_text().splitlines()) == 2
     assert "epoch   1/1" in result.stdout and "accuracy" in result.stdout
+    assert result.stderr == "", "TensorFlow's C++ log lines must not reach a CLI user"
 
 
 def test_evaluate_reproduces_train_metrics_exactly(trained, mnist_dir, tmp_path):
@@ -78,7 +86,7 @@ def test_predict_png_and_npy_and_draw(trained, mnist_dir, tmp_path):
         (["train", "--epochs", "-1"], "must be >= 0"),
         (["train", "--batch-size", "0"], "must be >= 1"),
         (["train", "--steps-per-epoch", "x"], "expected an integer"),
-        (["train", "--data-dir", "/no/such/dir"], "not a directory"),
+        (["train", "--data-dir", "README.md"], "not a directory"),
         (["evaluate", "--model", "/no/such/model.keras"], "model file not found"),
         (["evaluate", "--model", "README.md"], "not a .keras model file"),
         (["evaluate", "--model", "x.keras", "--split", "dev"], "invalid choice"),
@@ -106,3 +114,32 @@ def test_help_says_what_it_writes(command):
     assert result.returncode == 0
     words = {"train": "metrics.json", "evaluate": "JSON", "predict": "box"}
     assert words[command] in result.stdout
+
+
+def test_offline_first_run_ends_in_one_clear_error_within_30_s(tmp_path):
+    # README's first command on a machine without internet and without a prepared MNIST. The
+    # source is a closed local port (tests never reach the internet); the CLI is the real one.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    script = (
+        "import sys\n"
+        "from mnist_loc.quiet import import_tensorflow_quietly\n"
+        "import_tensorflow_quietly()\n"
+        "import tensorflow_datasets as tfds\n"
+        "tfds.builder_cls('mnist').URL = sys.argv[1]\n"
+        "from mnist_loc.cli import main\n"
+        "sys.exit(main(sys.argv[2:]))\n"
+    )
+    env = cli_env(HOME=str(tmp_path), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    env.pop("TFDS_DATA_DIR", None)
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script, url, "train", "--out", tmp_path / "run"], capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
+    assert time.monotonic() - start < 30
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2, result.stderr
+    assert lines[0] == f"mnist_loc: downloading mnist once (about 11 MiB) from {url} into {tmp_path / 'tensorflow_datasets'}"
+    assert lines[1].startswith(f"mnist_loc: error: cannot download mnist from {url}: the network is unreachable")
+    assert "TFDS_DATA_DIR" in lines[1] and "machine with internet" in lines[1]
+    assert not (tmp_path / "tensorflow_datasets").exists()

@@ -145,9 +145,11 @@ def test_unknown_split_lists_valid_ones(tmp_path):
         load_digits("dev", data_dir=str(tmp_path))
 
 
-def test_missing_data_fails_fast_with_instructions(tmp_path):
+def test_missing_data_without_download_fails_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(DataNotFoundError, match="TFDS_DATA_DIR"):
-        load_digits("test", data_dir=str(tmp_path))
+        load_digits("test", data_dir=str(tmp_path), download=False)
 
 
 def test_real_mnist_splits(mnist_dir):
