@@ -173,7 +173,7 @@ def test_lambda_layer_is_refused_by_safe_loading(tmp_path):
 
 # --- MNIST not available offline ---
 
-def test_missing_mnist_fails_fast_with_instructions(tmp_path):
+def test_missing_mnist_fails_fast_with_instructions(tmp_path, monkeypatch):
     env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
     script = "from mnist_loc.data import load_digits\nload_digits('train', download=False)"
@@ -182,6 +182,8 @@ def test_missing_mnist_fails_fast_with_instructions(tmp_path):
     assert result.returncode != 0
     assert "DataNotFoundError" in result.stderr and "TFDS_DATA_DIR" in result.stderr and "--no-download" in result.stderr
     assert "Variant folder" not in result.stderr  # absl's warning about a folder that is not there
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)  # else the prepared copy there is found
+    monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(DataNotFoundError, match="data_dir="):
         load_digits("test", data_dir=str(tmp_path), download=False)
 
