@@ -13,6 +13,8 @@ from numbers import Integral
 
 DIGIT_SIZE = 28
 BOX_LOSSES = ("mse", "l1", "iou_l1")  # see model.BoxLoss
+BOX_DEFINITIONS = ("patch", "ink")  # see data: the pasted square, or the tightest box around the ink
+MIN_SCALE = 0.25
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -37,6 +39,30 @@ def check_canvas_size(canvas_size) -> int:
     return int(canvas_size)
 
 
+def check_task(canvas_size, scale, box, clutter):
+    """Check the task knobs of :func:`mnist_loc.data.make_dataset`; return them normalized.
+
+    Returns ``(canvas_size int, (lo, hi) floats, box str, clutter int)``. The digit scale
+    factor is drawn log-uniformly from ``[lo, hi]``: ``0.25 <= lo <= hi`` and
+    ``28 * hi <= canvas_size``, so every digit fits.
+    """
+    canvas_size = check_canvas_size(canvas_size)
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be a pair (lo, hi) of numbers, got {scale!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and MIN_SCALE <= lo <= hi):
+        raise ValueError(f"scale must satisfy {MIN_SCALE} <= lo <= hi, got ({lo:g}, {hi:g})")
+    if DIGIT_SIZE * hi > canvas_size:
+        raise ValueError(
+            f"scale hi={hi:g} makes a {DIGIT_SIZE * hi:g} px digit, larger than the {canvas_size} px canvas"
+        )
+    if box not in BOX_DEFINITIONS:
+        raise ValueError(f"box must be one of {BOX_DEFINITIONS}, got {box!r}")
+    clutter = check_positive_int(clutter, "clutter", minimum=0)
+    return canvas_size, (lo, hi), box, clutter
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every choice of a training run. The defaults are mnist_loc's recipe.
@@ -58,7 +84,13 @@ class TrainConfig:
     box_loss: str = "iou_l1"  # "mse" (the lab's), "l1" or "iou_l1"; see model.BoxLoss
     box_loss_weight: float = 0.5  # classification loss has weight 1
     mixed_precision: bool = True  # bfloat16 trunk; Dense layers and heads stay float32
+    # The task (see data.make_dataset): which tfds dataset, digit scale range, box definition,
+    # distractor fragments per canvas. The defaults are the course task.
+    dataset: str = "mnist"
     canvas_size: int = 75
+    scale: tuple = (1.0, 1.0)
+    box: str = "patch"
+    clutter: int = 0
     seed: int = 0
     validation_batch_size: int = 500
     deterministic: bool = True  # TensorFlow op determinism: same seed, same weights
@@ -73,7 +105,10 @@ class TrainConfig:
             check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.validation_batch_size, "validation_batch_size")
-        check_canvas_size(self.canvas_size)
+        _, scale, _, _ = check_task(self.canvas_size, self.scale, self.box, self.clutter)
+        object.__setattr__(self, "scale", scale)  # a tuple of floats, however it was given
+        if not (isinstance(self.dataset, str) and self.dataset):
+            raise ValueError(f"dataset must be a tfds dataset name, got {self.dataset!r}")
         check_positive_int(self.seed, "seed", minimum=0)
         check_positive_int(self.steps_per_execution, "steps_per_execution")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -97,7 +132,12 @@ class TrainConfig:
         return cls(**{**recipe, **overrides})
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, JSON-ready (``scale`` as a list)."""
+        return {**dataclasses.asdict(self), "scale": list(self.scale)}
+
+    def task(self) -> dict:
+        """The task knobs, as keyword arguments of :func:`mnist_loc.data.make_dataset`."""
+        return {"dataset": self.dataset, "canvas_size": self.canvas_size, "scale": self.scale, "box": self.box, "clutter": self.clutter}
 
     def resolved_steps_per_epoch(self, data_dir=None, *, download: bool = True) -> int:
         """Batches per epoch: ``steps_per_epoch``, or one full pass over the training digits."""
@@ -105,4 +145,4 @@ class TrainConfig:
             return self.steps_per_epoch
         from .data import load_digit_arrays  # lazy: keeps this module free of TensorFlow
 
-        return len(load_digit_arrays("train", data_dir, download=download)[0]) // self.batch_size
+        return len(load_digit_arrays("train", data_dir, download=download, dataset=self.dataset)[0]) // self.batch_size

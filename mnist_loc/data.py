@@ -1,15 +1,29 @@
-"""MNIST digits and the canvases they are placed on.
+"""Digits and the canvases they are placed on.
 
-A 28x28 digit is pasted at a random integer offset ``(x, y)`` on a black ``S x S``
-canvas (``S = canvas_size``, 75 by default). The target box is the 28x28 patch,
-``[xmin, ymin, xmax, ymax] = [x, y, x + 28, y + 28] / S``: edges in continuous pixel
-coordinates, normalized by the canvas size, so pixel column ``c`` spans ``[c, c + 1)``.
+A 28x28 digit (MNIST by default; any tfds dataset of 28x28x1 uint8 images) is resized by
+a factor ``f`` (1 by default) to an ``s x s`` patch, ``s = round(28 f)``, and pasted at a
+random integer offset ``(x, y)`` on a black ``S x S`` canvas (``S = canvas_size``, 75
+by default), where it fits entirely. Boxes are ``[xmin, ymin, xmax, ymax]`` in
+continuous pixel coordinates normalized by ``S`` (pixel column ``c`` spans
+``[c, c + 1)``), either
 
-Placement is drawn with stateless random ops keyed by ``(seed, split, pass)`` and
-indexed by the example's position in the split, so a canvas depends on nothing but
-those numbers: not on parallelism, order of evaluation or how many batches came
-before. Validation and test are one fixed draw per seed. Training is an endless
-stream of passes over the split; pass ``p`` has its own shuffle and placement.
+- ``"patch"``: the pasted square, ``[x, y, x + s, y + s] / S`` (the course task), or
+- ``"ink"``: the tightest box around the pasted pixels ``>= INK_THRESHOLD``, as pixel
+  edges (first ink column, last ink column + 1, ...) / S.
+
+Resizing is area resampling (each canvas pixel averages the part of the digit it covers:
+antialiased when shrinking, a box filter when enlarging), written as the two batched
+matmuls that paste the digit: interpolation weights instead of one-hot shifts.
+With ``clutter = k``, ``k`` fragments (8x8 crops at native scale of other digits of the
+same split, as in DeepMind's mnist-cluttered) are added at uniform positions and the sum
+clipped to [0, 1]. Fragments never cover the target's patch: they are cut off at its
+edges, so the target's pixels and its box are its own.
+
+Every random choice is drawn with stateless random ops keyed by ``(seed, split, pass)``
+and indexed by the example's position in the split, so a canvas depends on nothing but
+those numbers and the task settings: not on parallelism, order of evaluation or how many
+batches came before. Validation and test are one fixed draw per seed. Training is an
+endless stream of passes over the split; pass ``p`` has its own shuffle and placement.
 """
 
 from __future__ import annotations
@@ -19,7 +33,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from .config import DIGIT_SIZE, check_canvas_size, check_positive_int
+from .config import DIGIT_SIZE, check_canvas_size, check_positive_int, check_task
 from .datasets import DataNotFoundError, prepared_dir  # noqa: F401  DataNotFoundError is re-exported
 from .quiet import cpp_logs_filtered
 
@@ -44,10 +58,11 @@ def tfds_split(split: str, num_train: int) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _load_arrays(split: str, folder: str):
+def _load_arrays(dataset: str, split: str, folder: str):
     import tensorflow_datasets as tfds  # imported lazily: it takes seconds
 
-    builder = tfds.builder("mnist", data_dir=folder)
+    builder = tfds.builder(dataset, data_dir=folder)
+    _check_digit_dataset(dataset, builder.info)
     with cpp_logs_filtered():  # the first tfrecord read logs a buffer size from C++
         images, labels = tfds.as_numpy(builder.as_dataset(
             split=tfds_split(split, builder.info.splits["train"].num_examples), as_supervised=True, batch_size=-1,
@@ -57,72 +72,166 @@ def _load_arrays(split: str, folder: str):
     return images, labels
 
 
-def load_digit_arrays(split: str, data_dir=None, *, download: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Return one split of MNIST as read-only numpy arrays, cached per process.
+def _check_digit_dataset(dataset: str, info) -> None:
+    image, label = (info.features[key] for key in info.supervised_keys)
+    if tuple(image.shape) != (DIGIT_SIZE, DIGIT_SIZE, 1) or image.np_dtype != np.uint8:
+        raise ValueError(f"{dataset} has {image.np_dtype} images of shape {image.shape}; mnist_loc needs uint8 [28, 28, 1]")
+    if not hasattr(label, "names") or label.num_classes < 2:
+        raise ValueError(f"{dataset} has no class labels; mnist_loc needs an image-classification dataset")
+    if set(info.splits) < {"train", "test"}:
+        raise ValueError(f"{dataset} needs a train and a test split, has {sorted(info.splits)}")
+
+
+def load_digit_arrays(split: str, data_dir=None, *, download: bool = True, dataset: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
+    """Return one split of a tfds digit dataset as read-only numpy arrays, cached per process.
 
     Returns ``(images, labels)``: uint8 ``[N, 28, 28, 1]`` and int64 ``[N]``.
-    ``split`` is ``"train"`` (first 55,000 of tfds train), ``"validation"`` (last
-    5,000) or ``"test"`` (10,000). MNIST is read from the first of ``data_dir``,
-    ``$TFDS_DATA_DIR`` and ``~/tensorflow_datasets`` that holds it prepared; if none
-    does, it is downloaded once (about 11 MB) into the first of them, unless
-    ``download=False``. Raises :class:`DataNotFoundError` saying what to do when it
-    is not prepared and cannot (or may not) be downloaded; offline that takes seconds.
+    ``split`` is ``"train"`` (tfds train but its last twelfth: MNIST's first 55,000),
+    ``"validation"`` (that last twelfth: 5,000) or ``"test"``. ``dataset`` is any tfds
+    image-classification dataset of 28x28x1 uint8 images (``"mnist"``,
+    ``"fashion_mnist"``, ``"kmnist"``, ``"emnist/digits"``, ...). It is read from the
+    first of ``data_dir``, ``$TFDS_DATA_DIR`` and ``~/tensorflow_datasets`` that holds it
+    prepared; if none does, it is downloaded once into the first of them (MNIST: about
+    11 MiB), unless ``download=False``. Raises :class:`DataNotFoundError` saying what to
+    do when it is not prepared and cannot (or may not) be downloaded; offline that takes
+    seconds. Raises ValueError for a dataset that is not 28x28x1 uint8 with class labels.
     """
     _check_split(split)
-    return _load_arrays(split, prepared_dir("mnist", data_dir, download=download))
+    return _load_arrays(dataset, split, prepared_dir(dataset, data_dir, download=download))
 
 
-def load_digits(split: str, data_dir=None, *, download: bool = True) -> tf.data.Dataset:
-    """Return a split of MNIST as a ``tf.data.Dataset`` of ``(image, label)``.
+def class_names(dataset: str = "mnist", data_dir=None, *, download: bool = True) -> list[str]:
+    """The class names of a tfds digit dataset, in label order (MNIST: ``"0"`` ... ``"9"``)."""
+    import tensorflow_datasets as tfds
 
-    ``image`` is uint8 ``[28, 28, 1]``, ``label`` int64 ``[]``. Splits and errors as
-    in :func:`load_digit_arrays`.
+    folder = prepared_dir(dataset, data_dir, download=download)
+    info = tfds.builder(dataset, data_dir=folder).info
+    _check_digit_dataset(dataset, info)
+    return list(info.features[info.supervised_keys[1]].names)
+
+
+def load_digits(split: str, data_dir=None, *, download: bool = True, dataset: str = "mnist") -> tf.data.Dataset:
+    """Return a split as a ``tf.data.Dataset`` of ``(image, label)``.
+
+    ``image`` is uint8 ``[28, 28, 1]``, ``label`` int64 ``[]``. Splits, datasets and
+    errors as in :func:`load_digit_arrays`.
     """
-    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir, download=download))
+    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir, download=download, dataset=dataset))
 
 
-def place_digits(digits, offsets, canvas_size: int = 75):
-    """Paste each digit on a black canvas at its offset.
+INK_THRESHOLD = 0.1  # a canvas pixel is ink at >= 10% of full intensity (25.5 of 255)
+CLUTTER_SIZE = 8  # side of a distractor fragment, native scale (as mnist-cluttered)
+
+
+def place_digits(digits, offsets, canvas_size: int = 75, sizes=None, box: str = "patch"):
+    """Paste each digit, resized to ``sizes`` px, on a black canvas at its offset.
 
     Args:
       digits: uint8 ``[B, 28, 28, 1]`` (or ``[B, 28, 28]``) digits, 0..255.
-      offsets: int ``[B, 2]`` top-left ``(x, y)`` of each digit, each in ``[0, S - 28]``.
+      offsets: int ``[B, 2]`` top-left ``(x, y)`` of each pasted patch.
       canvas_size: ``S``.
+      sizes: int ``[B]`` side ``s`` of each pasted patch, in ``[7, S]``; default 28
+        (no resizing). Area resampling, see the module doc.
+      box: ``"patch"`` or ``"ink"`` (see the module doc).
 
     Returns:
-      ``(canvases, boxes)``: float32 ``[B, S, S, 1]`` in [0, 1], equal to digit/255
-      inside the patch and 0 elsewhere; float32 ``[B, 4]`` boxes
+      ``(canvases, boxes)``: float32 ``[B, S, S, 1]`` in [0, 1] (at ``s = 28`` exactly
+      digit/255 inside the patch), 0 outside the patch; float32 ``[B, 4]`` boxes
       ``[xmin, ymin, xmax, ymax] / S``.
 
     Raises ``tf.errors.InvalidArgumentError`` if an offset is negative or puts the
-    digit outside the canvas.
+    patch outside the canvas.
     """
     size = check_canvas_size(canvas_size)
+    _, _, box, _ = check_task(size, (1, 1), box, 0)
     offsets = tf.cast(offsets, tf.int32)
+    sizes = tf.fill([tf.shape(offsets)[0]], DIGIT_SIZE) if sizes is None else tf.cast(sizes, tf.int32)
     tf.debugging.assert_non_negative(offsets, message="digit offsets must be >= 0")
     tf.debugging.assert_less_equal(
-        offsets, size - DIGIT_SIZE, message="digit offset puts the digit outside the canvas"
+        offsets + sizes[:, None], size, message="digit offset puts the digit outside the canvas"
     )
-    return _paste(digits, offsets, size)
+    return _paste(digits, offsets, sizes, size, box)
 
 
-def _paste(digits, offsets, size: int):
-    """:func:`place_digits` without the offset checks, for int32 offsets drawn in range.
+def resize_weights(starts, sizes, canvas_size: int):
+    """Area-resampling weights: ``[B, 28, S]`` float32, how much digit column (or row) ``c``
+    contributes to canvas column ``X`` when the digit is resized to ``sizes[b]`` px and
+    its patch starts at canvas column ``starts[b]``.
 
-    The input pipeline calls this: its offsets come from :func:`random_offsets`, and
-    assert ops in a ``map`` would only add work to every batch.
+    Canvas pixel ``X`` covers the digit interval ``[u, u + 1) * 28 / s`` with
+    ``u = X - start``; the weight is the part of digit pixel ``[c, c + 1)`` inside it,
+    divided by the interval's length, so each column inside the patch sums to 1. At
+    ``s = 28`` the weights are exactly 0 or 1: a pure shift.
+    """
+    stretch = float(DIGIT_SIZE) / tf.cast(sizes, tf.float32)[:, None, None]  # digit px per canvas px
+    u = tf.cast(tf.range(canvas_size)[None, None, :] - starts[:, None, None], tf.float32)
+    c = tf.cast(tf.range(DIGIT_SIZE), tf.float32)[None, :, None]
+    overlap = tf.minimum(c + 1.0, (u + 1.0) * stretch) - tf.maximum(c, u * stretch)
+    return tf.maximum(overlap, 0.0) / stretch
+
+
+def _paste(digits, offsets, sizes, size: int, box: str = "patch"):
+    """:func:`place_digits` without the checks, for int32 offsets and sizes drawn in range.
+
+    The input pipeline calls this: its draws are in range by construction, and assert
+    ops in a ``map`` would only add work to every batch.
     """
     pixels = tf.cast(tf.reshape(digits, [-1, DIGIT_SIZE, DIGIT_SIZE]), tf.float32) / 255.0
-    # Shift matrices: digit column c lands on canvas column x + c, digit row r on
-    # canvas row y + r. Two batched matmuls paste a whole batch, about 4x cheaper than
-    # a scatter; every canvas pixel is one digit pixel times 1.0 plus zeros, so exact.
-    span = tf.range(DIGIT_SIZE)
-    columns = tf.one_hot(offsets[:, 0:1] + span, size, dtype=tf.float32)  # [B, 28, S]
-    rows = tf.one_hot(offsets[:, 1:2] + span, size, dtype=tf.float32)  # [B, 28, S]
-    canvases = tf.matmul(rows, tf.matmul(pixels, columns), transpose_a=True)[..., None]
+    # Two batched matmuls paste (and resize) a whole batch, about 4x cheaper than a
+    # scatter; unresized, every canvas pixel is one digit pixel times 1.0 plus zeros: exact.
+    columns = resize_weights(offsets[:, 0], sizes, size)  # [B, 28, S]
+    rows = resize_weights(offsets[:, 1], sizes, size)  # [B, 28, S]
+    canvases = tf.matmul(rows, tf.matmul(pixels, columns), transpose_a=True)
+    canvases = tf.minimum(canvases, 1.0)  # resampled sums of weights can round a hair above 1
     xy = tf.cast(offsets, tf.float32)
-    boxes = tf.concat([xy, xy + DIGIT_SIZE], axis=-1) / float(size)
-    return canvases, boxes
+    patch = tf.concat([xy, xy + tf.cast(sizes, tf.float32)[:, None]], axis=-1)
+    boxes = ink_boxes(canvases, patch) if box == "ink" else patch
+    return canvases[..., None], boxes / float(size)
+
+
+def ink_boxes(canvases, fallback):
+    """Tightest ``[B, 4]`` pixel-edge boxes around the pixels ``>= INK_THRESHOLD`` of
+    ``[B, S, S]`` canvases (not normalized); ``fallback`` where a canvas has no such pixel."""
+    size = tf.shape(canvases)[-1]
+    ink = canvases >= INK_THRESHOLD
+    columns = tf.reduce_any(ink, axis=1)  # [B, S]
+    rows = tf.reduce_any(ink, axis=2)
+
+    def edges(mask):
+        first = tf.argmax(tf.cast(mask, tf.int32), axis=1, output_type=tf.int32)
+        last = size - tf.argmax(tf.cast(tf.reverse(mask, [1]), tf.int32), axis=1, output_type=tf.int32)
+        return tf.cast(first, tf.float32), tf.cast(last, tf.float32)
+
+    x0, x1 = edges(columns)
+    y0, y1 = edges(rows)
+    has_ink = tf.reduce_any(columns, axis=1, keepdims=True)
+    return tf.where(has_ink, tf.stack([x0, y0, x1, y1], axis=-1), fallback)
+
+
+def _add_clutter(canvases, offsets, sizes, fragments_from, crops, positions, size: int):
+    """Add ``k`` 8x8 fragments per canvas outside the target's patch, clipped to [0, 1].
+
+    ``fragments_from`` uint8 ``[B, k, 28, 28]`` source digits, ``crops`` int32 ``[B, k, 2]``
+    top-left ``(x, y)`` of each crop in its digit, ``positions`` int32 ``[B, k, 2]`` where
+    it goes on the canvas. Crop and paste are one-hot matmuls, like the target's.
+    """
+    span = tf.range(CLUTTER_SIZE)
+    pick_rows = tf.one_hot(crops[..., 1:2] + span, DIGIT_SIZE)  # [B, k, 8, 28]
+    pick_columns = tf.one_hot(crops[..., 0:1] + span, DIGIT_SIZE)
+    fragments = tf.matmul(pick_rows, tf.matmul(tf.cast(fragments_from, tf.float32) / 255.0, pick_columns, transpose_b=True))
+    to_rows = tf.one_hot(positions[..., 1:2] + span, size)  # [B, k, 8, S]
+    to_columns = tf.one_hot(positions[..., 0:1] + span, size)
+    placed = tf.matmul(fragments, to_columns)  # [B, k, 8, S]
+    batch = tf.shape(placed)[0]
+    # Sum over the k fragments inside one matmul: contract over (fragment, row).
+    clutter = tf.matmul(
+        tf.reshape(to_rows, [batch, -1, size]), tf.reshape(placed, [batch, -1, size]), transpose_a=True
+    )  # [B, S, S]
+    canvas_index = tf.range(size)[None, :]
+    inside_x = (canvas_index >= offsets[:, 0:1]) & (canvas_index < offsets[:, 0:1] + sizes[:, None])
+    inside_y = (canvas_index >= offsets[:, 1:2]) & (canvas_index < offsets[:, 1:2] + sizes[:, None])
+    outside = 1.0 - tf.cast(inside_y[:, :, None] & inside_x[:, None, :], tf.float32)
+    return tf.clip_by_value(canvases + clutter[..., None] * outside[..., None], 0.0, 1.0)
 
 
 def _stream_key(seed: int, split_code: int, pass_index):
@@ -142,12 +251,69 @@ def random_offsets(num_examples: int, canvas_size: int, key):
     )
 
 
+def draw_layout(num_examples: int, key, *, canvas_size: int = 75, scale=(1.0, 1.0), clutter: int = 0) -> dict:
+    """Every random choice of one pass of a split, row ``i`` for example ``i``.
+
+    Returns int32 tensors: ``offsets [N, 2]`` and ``sizes [N]`` of the target patch; with
+    clutter ``k``: ``sources [N, k]`` (index of another example of the split),
+    ``crops [N, k, 2]`` and ``positions [N, k, 2]``. At scale ``(1, 1)`` the offsets are
+    :func:`random_offsets`' (today's canvases, byte for byte).
+    """
+    fold = tf.random.experimental.stateless_fold_in
+    (lo, hi) = scale
+    if (lo, hi) == (1.0, 1.0):
+        sizes = tf.fill([num_examples], DIGIT_SIZE)
+        offsets = random_offsets(num_examples, canvas_size, key)
+    else:
+        log_scale = tf.random.stateless_uniform([num_examples], seed=fold(key, 2), minval=np.log(lo), maxval=np.log(hi))
+        smallest, largest = round(DIGIT_SIZE * lo), min(round(DIGIT_SIZE * hi), canvas_size)
+        sizes = tf.clip_by_value(tf.cast(tf.round(DIGIT_SIZE * tf.exp(log_scale)), tf.int32), smallest, largest)
+        room = tf.cast(canvas_size - sizes + 1, tf.float32)[:, None]  # offsets 0 .. S - s
+        unit = tf.random.stateless_uniform([num_examples, 2], seed=fold(key, 3))
+        offsets = tf.minimum(tf.cast(tf.floor(unit * room), tf.int32), canvas_size - sizes[:, None])
+    layout = {"offsets": offsets, "sizes": sizes}
+    if clutter:
+        if num_examples < 2:
+            raise ValueError("clutter needs at least 2 digits in the split (fragments come from other digits)")
+        others = tf.random.stateless_uniform([num_examples, clutter], seed=fold(key, 4), maxval=num_examples - 1, dtype=tf.int32)
+        own = tf.range(num_examples)[:, None]
+        layout["sources"] = others + tf.cast(others >= own, tf.int32)  # skip the example itself
+        layout["crops"] = tf.random.stateless_uniform(
+            [num_examples, clutter, 2], seed=fold(key, 5), maxval=DIGIT_SIZE - CLUTTER_SIZE + 1, dtype=tf.int32
+        )
+        layout["positions"] = tf.random.stateless_uniform(
+            [num_examples, clutter, 2], seed=fold(key, 6), maxval=canvas_size - CLUTTER_SIZE + 1, dtype=tf.int32
+        )
+    return layout
+
+
+def _canvas_maker(images, labels, num_classes: int, canvas_size: int, box: str):
+    """``assemble(indices, layout) -> (canvases, targets)`` over in-memory digits."""
+    digits = tf.constant(images)
+    classes = tf.one_hot(tf.constant(labels), num_classes, dtype=tf.float32)
+
+    def assemble(indices, layout):
+        canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], canvas_size, box)
+        if "sources" in layout:
+            canvases = _add_clutter(
+                canvases, layout["offsets"], layout["sizes"], tf.gather(digits, layout["sources"])[..., 0],
+                layout["crops"], layout["positions"], canvas_size,
+            )
+        return canvases, {"classification": tf.gather(classes, indices), "bounding_box": boxes}
+
+    return assemble
+
+
 def make_canvas_dataset(
     images,
     labels,
     *,
     batch_size: int = 64,
+    num_classes: int = 10,
     canvas_size: int = 75,
+    scale=(1.0, 1.0),
+    box: str = "patch",
+    clutter: int = 0,
     seed: int = 0,
     training: bool = False,
     split_code: int = 0,
@@ -158,7 +324,8 @@ def make_canvas_dataset(
 
     Args:
       images: uint8 ``[N, 28, 28, 1]`` digits.
-      labels: int ``[N]`` class ids in ``[0, 10)``.
+      labels: int ``[N]`` class ids in ``[0, num_classes)``.
+      canvas_size, scale, box, clutter: the task, see :func:`make_dataset`.
       training: if False, one pass in order with one fixed placement per seed and a
         smaller last batch. If True, an endless stream of shuffled passes of
         ``N // batch_size`` full batches; pass ``p`` is shuffled and placed with
@@ -169,11 +336,12 @@ def make_canvas_dataset(
 
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``: float32 ``[B, S, S, 1]`` canvases
-      and ``{"classification": float32 one-hot [B, 10], "bounding_box": float32 [B, 4]}``
-      with boxes ``[xmin, ymin, xmax, ymax] / S``.
+      and ``{"classification": float32 one-hot [B, num_classes], "bounding_box":
+      float32 [B, 4]}`` with boxes ``[xmin, ymin, xmax, ymax] / S``.
     """
     batch_size = check_positive_int(batch_size, "batch_size")
-    canvas_size = check_canvas_size(canvas_size)
+    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    canvas_size, scale, box, clutter = check_task(canvas_size, scale, box, clutter)
     seed = int(seed)
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -184,16 +352,15 @@ def make_canvas_dataset(
     num_examples = len(images)
     if num_examples == 0:
         raise ValueError("no digits to place: images is empty")
-    digits = tf.constant(images)
-    classes = tf.one_hot(tf.constant(labels), NUM_CLASSES, dtype=tf.float32)
+    assemble = _canvas_maker(images, labels, num_classes, canvas_size, box)
 
-    def assemble(indices, offsets):
-        canvases, boxes = _paste(tf.gather(digits, indices), offsets, canvas_size)
-        return canvases, {"classification": tf.gather(classes, indices), "bounding_box": boxes}
+    def layout_of_pass(pass_index):
+        key = _stream_key(seed, split_code, pass_index)
+        return key, draw_layout(num_examples, key, canvas_size=canvas_size, scale=scale, clutter=clutter)
 
     if not training:
-        offsets = random_offsets(num_examples, canvas_size, _stream_key(seed, split_code, 0))
-        ds = tf.data.Dataset.from_tensor_slices((tf.range(num_examples), offsets))
+        _, layout = layout_of_pass(0)
+        ds = tf.data.Dataset.from_tensor_slices((tf.range(num_examples), layout))
         ds = ds.batch(batch_size)
     else:
         steps_per_pass = num_examples // batch_size
@@ -202,19 +369,18 @@ def make_canvas_dataset(
                 f"batch_size {batch_size} is larger than the {num_examples} training digits"
             )
         first_step = check_positive_int(first_step, "first_step", minimum=0)
+        kept = steps_per_pass * batch_size
 
         def one_pass(pass_index):
-            key = _stream_key(seed, split_code, pass_index)
+            key, layout = layout_of_pass(pass_index)
             order = tf.argsort(
                 tf.random.stateless_uniform([num_examples], seed=tf.random.experimental.stateless_fold_in(key, 1))
-            )[: steps_per_pass * batch_size]
-            offsets = tf.gather(random_offsets(num_examples, canvas_size, key), order)
-            return tf.data.Dataset.from_tensor_slices(
-                (
-                    tf.reshape(order, [steps_per_pass, batch_size]),
-                    tf.reshape(offsets, [steps_per_pass, batch_size, 2]),
-                )
-            )
+            )[:kept]
+            def batches(per_example):  # this pass's order, cut into batches
+                return tf.reshape(tf.gather(per_example, order), [steps_per_pass, batch_size, *per_example.shape[1:]])
+
+            indices = tf.reshape(order, [steps_per_pass, batch_size])
+            return tf.data.Dataset.from_tensor_slices((indices, tf.nest.map_structure(batches, layout)))
 
         first_pass = first_step // steps_per_pass
         ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass)
@@ -227,19 +393,31 @@ def make_dataset(
     split: str,
     *,
     batch_size: int = 64,
+    dataset: str = "mnist",
     canvas_size: int = 75,
+    scale=(1.0, 1.0),
+    box: str = "patch",
+    clutter: int = 0,
     seed: int = 0,
     training=None,
     data_dir=None,
     download: bool = True,
     first_step: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of MNIST digits placed on black canvases, with class and box targets.
+    """Batches of digits placed on black canvases, with class and box targets.
 
     Args:
       split: ``"train"``, ``"validation"`` or ``"test"``.
       batch_size: examples per batch (> 0).
+      dataset: a tfds dataset of 28x28x1 uint8 images with class labels (default
+        ``"mnist"``); the class count comes from its info.
       canvas_size: ``S``, an integer >= 28.
+      scale: ``(lo, hi)``: each digit is resized by a factor drawn log-uniformly from
+        ``[lo, hi]`` (``0.25 <= lo <= hi``, ``28 * hi <= S``); ``(1, 1)`` keeps 28 px.
+      box: ``"patch"`` (the pasted square) or ``"ink"`` (tightest box around pixels
+        ``>= INK_THRESHOLD``).
+      clutter: distractor fragments per canvas (8x8 crops of other digits, never
+        over the target's patch).
       seed: selects the placement (and, in training, the shuffle). The same seed
         always gives byte-identical canvases and boxes.
       training: default True for ``"train"``, else False. See
@@ -248,26 +426,30 @@ def make_dataset(
         pass with one fixed placement per seed.
       data_dir: tfds data directory searched first (then ``$TFDS_DATA_DIR``, then
         ``~/tensorflow_datasets``); see :func:`load_digit_arrays`.
-      download: if MNIST is prepared in none of them, download it once (default);
+      download: if the dataset is prepared in none of them, download it once (default);
         with False, raise :class:`DataNotFoundError` instead.
       first_step: training only: start the stream at this batch (resume).
 
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``: images float32 ``[B, S, S, 1]`` in
-      [0, 1]; targets ``{"classification": float32 one-hot [B, 10],
-      "bounding_box": float32 [B, 4]}``, boxes ``[xmin, ymin, xmax, ymax] / S``.
+      [0, 1]; targets ``{"classification": float32 one-hot [B, C], "bounding_box":
+      float32 [B, 4]}``, boxes ``[xmin, ymin, xmax, ymax] / S``.
     """
     _check_split(split)
     batch_size = check_positive_int(batch_size, "batch_size")
-    canvas_size = check_canvas_size(canvas_size)
+    canvas_size, scale, box, clutter = check_task(canvas_size, scale, box, clutter)
     if training is None:
         training = split == "train"
-    images, labels = load_digit_arrays(split, data_dir, download=download)
+    images, labels = load_digit_arrays(split, data_dir, download=download, dataset=dataset)
     return make_canvas_dataset(
         images,
         labels,
         batch_size=batch_size,
+        num_classes=len(class_names(dataset, data_dir, download=download)),
         canvas_size=canvas_size,
+        scale=scale,
+        box=box,
+        clutter=clutter,
         seed=seed,
         training=bool(training),
         split_code=_SPLIT_CODES[split],
@@ -275,19 +457,24 @@ def make_dataset(
     )
 
 
-def canvases_at(split: str, indices, *, canvas_size: int = 75, seed: int = 0, data_dir=None, download: bool = True):
+def canvases_at(
+    split: str, indices, *, dataset: str = "mnist", canvas_size: int = 75, scale=(1.0, 1.0), box: str = "patch",
+    clutter: int = 0, seed: int = 0, data_dir=None, download: bool = True,
+):
     """The fixed evaluation canvases of ``split`` at ``indices``, without building the rest.
 
-    Same canvases and targets as example ``indices[i]`` of
-    ``make_dataset(split, training=False, seed=seed, canvas_size=canvas_size)``.
+    Same canvases and targets as example ``indices[i]`` of ``make_dataset(split,
+    training=False, ...)`` with the same task settings and seed.
 
     Returns ``(images float32 [K, S, S, 1], labels int64 [K], boxes float32 [K, 4])``.
     """
-    canvas_size = check_canvas_size(canvas_size)
-    images, labels = load_digit_arrays(split, data_dir, download=download)
+    canvas_size, scale, box, clutter = check_task(canvas_size, scale, box, clutter)
+    images, labels = load_digit_arrays(split, data_dir, download=download, dataset=dataset)
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= len(images)):
         raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")
-    offsets = random_offsets(len(images), canvas_size, _stream_key(int(seed), _SPLIT_CODES[split], 0))
-    canvases, boxes = place_digits(images[indices], tf.gather(offsets, indices), canvas_size)
-    return canvases.numpy(), labels[indices], boxes.numpy()
+    layout = draw_layout(len(images), _stream_key(int(seed), _SPLIT_CODES[split], 0), canvas_size=canvas_size, scale=scale, clutter=clutter)
+    layout = tf.nest.map_structure(lambda t: tf.gather(t, indices), layout)
+    assemble = _canvas_maker(images, labels, int(labels.max()) + 1, canvas_size, box)  # one-hot width unused here
+    canvases, targets = assemble(tf.constant(indices, tf.int32), layout)
+    return canvases.numpy(), labels[indices], targets["bounding_box"].numpy()

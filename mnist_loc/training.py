@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from . import artifacts
 from .config import TrainConfig
-from .data import make_dataset
+from .data import class_names, make_dataset
 from .model import build_model, compile_model
 
 
@@ -62,14 +62,14 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def make_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+def make_model(config: TrainConfig, steps_per_epoch: int, num_classes: int = 10) -> keras.Model:
     """Build and compile the model a config describes (call inside a strategy scope).
 
     Inside a ``tf.distribute`` strategy's scope, one step per call: Keras 3 cannot yet
     run several steps per call under MirroredStrategy ("You must feed a value for
     placeholder tensor", keras-team/keras#19246).
     """
-    model = build_model(config.canvas_size, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
+    model = build_model(config.canvas_size, num_classes, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
     return compile_model(
         model,
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
@@ -196,18 +196,19 @@ def train(
     """
     seed_everything(config)
     steps = config.resolved_steps_per_epoch(data_dir, download=download)
+    num_classes = len(class_names(config.dataset, data_dir, download=download))
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = make_model(config, steps)
+        model = make_model(config, steps, num_classes)
     start_epoch, history, seconds_before = (0, {}, 0.0)
     if backup_dir:
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config)
     train_ds = make_dataset(
-        "train", batch_size=config.batch_size, canvas_size=config.canvas_size, seed=config.seed,
+        "train", batch_size=config.batch_size, **config.task(), seed=config.seed,
         data_dir=data_dir, download=download, first_step=start_epoch * steps,
     )
     val_ds = make_dataset(
-        "validation", batch_size=config.validation_batch_size, canvas_size=config.canvas_size,
+        "validation", batch_size=config.validation_batch_size, **config.task(),
         seed=config.seed, data_dir=data_dir, download=download,
     )
     nan_guard = _StopOnNaN()

@@ -1,10 +1,14 @@
+import hashlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mnist_loc.data import (
+    INK_THRESHOLD,
     DataNotFoundError,
     canvases_at,
+    draw_layout,
     load_digits,
     make_canvas_dataset,
     make_dataset,
@@ -165,3 +169,151 @@ def test_real_mnist_splits(mnist_dir):
     np.testing.assert_array_equal(canvases, x.numpy()[idx])
     np.testing.assert_array_equal(boxes, y["bounding_box"].numpy()[idx])
     np.testing.assert_array_equal(labels, y["classification"].numpy()[idx].argmax(-1))
+
+
+# --- the task knobs: scale, ink boxes, clutter, other datasets ---
+
+GOLDEN = {  # sha256 of the canvases, boxes and one-hots before scale/ink/clutter existed (commit 112271a)
+    "synthetic eval": "bfd8158880a92e2aa9690a2563fd830189a72756c6c8cfc7fbb48236c6d5eee9",
+    "synthetic train": "cfd03525dc09d231f55c5fc68224c80223aa0c9da1757f2ea2c88e9a81eee6c3",
+    "mnist test": "ed9473c0ef21cbf21d803192691be99c348dda195a3ee661e05ff5b38a169e9d",
+    "mnist validation": "f408d5297090a63dc073f7076eb116a004eb83ec647e1ed991d6bdf4f267f60b",
+    "mnist train": "1f3ed1f96bcd95a6c98b9882e077e4750be1bd4ded33d7ca9b00eeaafa2146aa",
+}
+
+
+def digest(ds, batches):
+    h = hashlib.sha256()
+    for x, y in ds.take(batches):
+        for array in (x, y["bounding_box"], y["classification"]):
+            h.update(array.numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_default_task_keeps_the_old_canvases_byte_for_byte():
+    images, labels = synthetic_digits(40, seed=7)
+    assert digest(make_canvas_dataset(images, labels, batch_size=8, seed=3), 100) == GOLDEN["synthetic eval"]
+    assert digest(make_canvas_dataset(images, labels, batch_size=8, seed=3, training=True), 15) == GOLDEN["synthetic train"]
+
+
+@pytest.mark.e2e
+def test_default_task_keeps_the_old_mnist_canvases_byte_for_byte(mnist_dir):
+    assert digest(make_dataset("test", batch_size=500, data_dir=mnist_dir), 100) == GOLDEN["mnist test"]
+    assert digest(make_dataset("validation", batch_size=500, data_dir=mnist_dir), 100) == GOLDEN["mnist validation"]
+    assert digest(make_dataset("train", batch_size=128, data_dir=mnist_dir), 40) == GOLDEN["mnist train"]
+
+
+def area_resample(digit, s):
+    """Independent reference: split every digit pixel into s x s sub-pixels, average 28 x 28 blocks."""
+    fine = np.kron(digit.astype(np.float64) / 255.0, np.ones((s, s)))  # [28 s, 28 s]
+    return fine.reshape(s, 28, s, 28).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("s", [7, 14, 19, 28, 37, 56, 75])
+def test_resized_placement_matches_area_resampling(s):
+    images, _ = synthetic_digits(3, seed=s)
+    offsets = np.array([[0, 0], [75 - s, 75 - s], [(75 - s) // 3, (75 - s) // 2]], np.int32)
+    canvases, boxes = place_digits(images, offsets, S, sizes=[s, s, s])
+    canvases = canvases.numpy()[..., 0]
+    for k, (x, y) in enumerate(offsets):
+        # float32 weights such as 28/37 round: 1e-5 is a fortieth of one gray level
+        np.testing.assert_allclose(canvases[k, y : y + s, x : x + s], area_resample(images[k, ..., 0], s), atol=1e-5)
+        outside = canvases[k].copy()
+        outside[y : y + s, x : x + s] = 0
+        assert not outside.any()
+        np.testing.assert_allclose(boxes.numpy()[k], np.array([x, y, x + s, y + s]) / S, atol=1e-7)
+
+
+def numpy_ink_box(canvas, threshold=INK_THRESHOLD):
+    ys, xs = np.nonzero(canvas >= threshold)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float64)
+
+
+def test_ink_boxes_match_a_numpy_reference_on_resized_digits():
+    rng = np.random.default_rng(0)
+    digits = np.zeros((40, 28, 28, 1), np.uint8)
+    for k in range(40):  # a random blob of ink plus faint noise below the threshold
+        y0, x0 = rng.integers(0, 20, 2)
+        h, w = rng.integers(1, 9, 2)
+        digits[k, y0 : y0 + h, x0 : x0 + w] = rng.integers(30, 256)
+        digits[k] = np.maximum(digits[k], rng.integers(0, 20, (28, 28, 1)).astype(np.uint8))
+    sizes = rng.integers(7, 75, 40).astype(np.int32)
+    offsets = np.stack([rng.integers(0, 75 - sizes + 1), rng.integers(0, 75 - sizes + 1)], -1).astype(np.int32)
+    canvases, boxes = place_digits(digits, offsets, S, sizes=sizes, box="ink")
+    canvases = canvases.numpy()[..., 0]
+    for k in range(40):
+        if (canvases[k] >= INK_THRESHOLD).any():
+            np.testing.assert_allclose(boxes.numpy()[k] * S, numpy_ink_box(canvases[k]), atol=1e-4)
+        else:  # no pixel reaches the threshold: the patch box
+            np.testing.assert_allclose(boxes.numpy()[k] * S, [*offsets[k], *(offsets[k] + sizes[k])], atol=1e-4)
+
+
+def test_ink_box_of_a_thin_stroke_is_tight():
+    digit = np.zeros((1, 28, 28, 1), np.uint8)
+    digit[0, 4:24, 13:15] = 255  # a "1": 2 px wide, 20 px tall
+    _, box = place_digits(digit, [[10, 20]], S, box="ink")
+    np.testing.assert_allclose(box.numpy()[0] * S, [23, 24, 25, 44], atol=1e-4)
+
+
+def test_scale_draw_is_log_uniform_and_every_digit_fits():
+    layout = draw_layout(20000, tf.constant([0, 1], tf.int64), canvas_size=S, scale=(0.5, 2.0))
+    sizes, offsets = layout["sizes"].numpy(), layout["offsets"].numpy()
+    assert sizes.min() == 14 and sizes.max() == 56
+    assert (offsets >= 0).all() and (offsets + sizes[:, None] <= S).all()
+    assert abs(np.median(np.log(sizes / 28))) < 0.03, "log-uniform on [1/2, 2] has median factor 1"
+    small, large = (sizes <= 19).mean(), (sizes >= 41).mean()  # each ~log(1.4)/log(4) = 24%
+    assert 0.2 < small < 0.3 and 0.2 < large < 0.3
+    big = offsets[sizes == 56]
+    assert big.min() == 0 and big.max() == S - 56, "offsets reach both ends of the room left"
+
+
+def test_scaled_ink_clutter_canvases_are_reproducible_across_parallelism():
+    images, labels = synthetic_digits(40)
+    task = dict(scale=(0.5, 2.0), box="ink", clutter=4)
+    for training in (False, True):
+        a = make_canvas_dataset(images, labels, batch_size=8, seed=3, training=training, num_parallel_calls=1, **task)
+        b = make_canvas_dataset(images, labels, batch_size=8, seed=3, training=training, **task)
+        assert digest(a, 6) == digest(b, 6)
+    c = make_canvas_dataset(images, labels, batch_size=8, seed=4, **task)
+    assert digest(a, 6) != digest(c, 6)
+
+
+def test_clutter_leaves_the_target_and_its_box_intact():
+    images, labels = synthetic_digits(40)
+    plain = make_canvas_dataset(images, labels, batch_size=40, scale=(0.5, 2.0), box="ink", seed=2)
+    cluttered = make_canvas_dataset(images, labels, batch_size=40, scale=(0.5, 2.0), box="ink", clutter=4, seed=2)
+    (x0, y0), (x1, y1) = next(iter(plain)), next(iter(cluttered))
+    x0, x1 = x0.numpy()[..., 0], x1.numpy()[..., 0]
+    np.testing.assert_array_equal(y0["bounding_box"].numpy(), y1["bounding_box"].numpy())
+    added = 0
+    for k in range(40):
+        patch = x0[k] > 0  # synthetic digits have no zero pixel: the patch is where the target is
+        np.testing.assert_array_equal(x1[k][patch], x0[k][patch])
+        added += int(((x1[k] > 0) & ~patch).sum())
+        assert 0.0 <= x1[k].min() and x1[k].max() <= 1.0
+    assert added > 40 * 4 * 8, "fragments were added outside the targets"
+
+
+def test_clutter_fragments_come_from_other_digits():
+    layout = draw_layout(50, tf.constant([0, 5], tf.int64), canvas_size=S, clutter=6)
+    sources = layout["sources"].numpy()
+    assert sources.shape == (50, 6) and sources.min() >= 0 and sources.max() < 50
+    assert not (sources == np.arange(50)[:, None]).any()
+    assert (layout["positions"].numpy() <= S - 8).all() and (layout["crops"].numpy() <= 20).all()
+
+
+@pytest.mark.parametrize(
+    "task,match",
+    [
+        (dict(scale=(0.2, 1.0)), "0.25 <= lo <= hi"),
+        (dict(scale=(2.0, 1.0)), "0.25 <= lo <= hi"),
+        (dict(scale=(1.0, 3.0)), "larger than the 75 px canvas"),
+        (dict(scale=1.0), "pair"),
+        (dict(box="tight"), "box must be one of"),
+        (dict(clutter=-1), "clutter must be >= 0"),
+    ],
+)
+def test_bad_task_knobs(task, match):
+    images, labels = synthetic_digits(4)
+    with pytest.raises(ValueError, match=match):
+        make_canvas_dataset(images, labels, **task)

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from mnist_loc import data, datasets
 from mnist_loc.datasets import DataNotFoundError
@@ -206,3 +207,74 @@ def test_unreachable_probe_gives_up_by_its_deadline(monkeypatch):
     start = time.monotonic()
     assert datasets._unreachable("http://example.invalid/", timeout=0.5) == "no answer within 0.5 s"
     assert time.monotonic() - start < 2
+
+
+# --- any tfds dataset of 28x28x1 uint8 images with class labels ---
+
+GLYPHS = ("ring", "bar", "cross")
+
+
+def glyph(label, index):
+    image = np.zeros((28, 28, 1), np.uint8)
+    if label == 0:
+        image[6:22, 6:22] = 200
+        image[9:19, 9:19] = 0
+    elif label == 1:
+        image[4:24, 13:15] = 255
+    else:
+        image[13:15, 4:24] = image[4:24, 13:15] = 255
+    image[0, 0] = index  # every example differs
+    return image
+
+
+class TinyGlyphs(tfds.core.GeneratorBasedBuilder):
+    """A 3-class dataset in tfds format (24 train, 12 test), not MNIST: proves the generality."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(28, 28, 1)),
+                "label": tfds.features.ClassLabel(names=list(GLYPHS)),
+            }),
+            supervised_keys=("image", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples(24, 0), "test": self._generate_examples(12, 100)}
+
+    def _generate_examples(self, count, first):
+        for i in range(count):
+            yield first + i, {"image": glyph((first + i) % 3, first + i), "label": (first + i) % 3}
+
+
+def tiny_glyphs_builder(folder):
+    builder = TinyGlyphs(data_dir=str(folder))
+    builder.download_and_prepare()
+    return builder
+
+
+def test_another_tfds_dataset_sizes_the_task_and_the_model(tmp_path, monkeypatch):
+    from mnist_loc.config import TrainConfig
+    from mnist_loc.training import train
+
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
+    builder = tiny_glyphs_builder(tmp_path)
+    name = builder.name
+    assert name == "tiny_glyphs"
+    assert data.class_names(name, str(tmp_path), download=False) == list(GLYPHS)
+    sizes = {split: len(data.load_digit_arrays(split, str(tmp_path), dataset=name)[0]) for split in ("train", "validation", "test")}
+    assert sizes == {"train": 22, "validation": 2, "test": 12}, "validation is the last twelfth of train"
+    x, targets = next(iter(data.make_dataset("test", batch_size=12, dataset=name, data_dir=str(tmp_path), scale=(0.5, 2.0), box="ink", clutter=2)))
+    assert x.shape == (12, 75, 75, 1) and targets["classification"].shape == (12, 3)
+    result = train(TrainConfig(dataset=name, epochs=1, steps_per_epoch=2, batch_size=8, validation_batch_size=2), data_dir=str(tmp_path), verbose=0)
+    assert result.model.output["classification"].shape[-1] == 3
+
+
+def test_a_dataset_that_is_not_28x28_gray_is_refused(monkeypatch, tmp_path):
+    info = tfds.builder("mnist", data_dir=str(tmp_path)).info
+    monkeypatch.setattr(info.features["image"], "_shape", (32, 32, 3), raising=False)
+    with pytest.raises(ValueError, match=r"needs uint8 \[28, 28, 1\]"):
+        data._check_digit_dataset("cifar_like", info)
