@@ -127,7 +127,22 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-def report(true_labels, pred_labels, true_boxes, pred_boxes) -> dict:
+# Size buckets of the true box, by its area in canvas pixels (COCO's idea, scaled to 28 px
+# digits on a 75 px canvas): small < 20^2, medium 20^2 to 36^2, large >= 36^2.
+SIZE_BUCKETS = (("small", 0, 20**2), ("medium", 20**2, 36**2), ("large", 36**2, float("inf")))
+
+
+def _scores(correct, ious) -> dict:
+    return {
+        "count": int(len(ious)),
+        "accuracy": float(correct.mean()) if len(ious) else None,
+        "mean_iou": float(ious.mean()) if len(ious) else None,
+        "iou_at_50": float((ious >= 0.5).mean()) if len(ious) else None,
+        "iou_at_75": float((ious >= 0.75).mean()) if len(ious) else None,
+    }
+
+
+def report(true_labels, pred_labels, true_boxes, pred_boxes, *, num_classes: int = 10, canvas_size: int = 75) -> dict:
     """The evaluation report from arrays; see :func:`evaluate`."""
     true_labels = np.asarray(true_labels)
     pred_labels = np.asarray(pred_labels)
@@ -143,13 +158,20 @@ def report(true_labels, pred_labels, true_boxes, pred_boxes) -> dict:
         "detection_accuracy": float((correct & (ious >= 0.5)).mean()),
         "per_class": {},
     }
-    for digit in range(10):
-        mask = true_labels == digit
+    for label in range(num_classes):
+        mask = true_labels == label
         count = int(mask.sum())
-        result["per_class"][str(digit)] = {
+        result["per_class"][str(label)] = {
             "count": count,
             "accuracy": float(correct[mask].mean()) if count else None,
             "mean_iou": float(ious[mask].mean()) if count else None,
+        }
+    true_boxes = np.asarray(true_boxes, np.float64).reshape(-1, 4)
+    areas = (true_boxes[:, 2] - true_boxes[:, 0]) * (true_boxes[:, 3] - true_boxes[:, 1]) * canvas_size**2
+    if np.ptp(areas) > 1e-6:  # sizes vary: scores per size bucket
+        result["by_size"] = {
+            name: _scores(correct[(areas >= lo) & (areas < hi)], ious[(areas >= lo) & (areas < hi)])
+            for name, lo, hi in SIZE_BUCKETS
         }
     return result
 
@@ -160,15 +182,20 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset) -> dict:
     Returns plain Python numbers (JSON-ready): ``num_examples``, ``accuracy``,
     ``mean_iou``, ``median_iou``, ``iou_at_50``/``60``/``75`` (fraction of examples
     with IoU >= 0.50/0.60/0.75), ``box_mse`` (mean over examples and the 4
-    normalized coordinates), ``detection_accuracy`` (class right and IoU >= 0.5), and
-    ``per_class``: ``{"0": {"count", "accuracy", "mean_iou"}, ..., "9": ...}``.
+    normalized coordinates), ``detection_accuracy`` (class right and IoU >= 0.5),
+    ``per_class``: ``{"0": {"count", "accuracy", "mean_iou"}, ...}`` (one entry per class
+    of the model), and, when the true boxes' sizes vary, ``by_size``: ``{"small" |
+    "medium" | "large": {"count", "accuracy", "mean_iou", "iou_at_50", "iou_at_75"}}``
+    by the true box's area in canvas pixels (see ``SIZE_BUCKETS``).
     """
     p = predict_dataset(model, dataset)
-    return report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"])
+    num_classes = int(model.output["classification"].shape[-1])
+    return report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"], num_classes=num_classes, canvas_size=model_canvas_size(model))
 
 
-def format_report(report: dict, title: str = "") -> str:
-    """The report as a fixed-width text table (headline numbers, then per digit)."""
+def format_report(report: dict, title: str = "", class_names=None) -> str:
+    """The report as a fixed-width text table: headline numbers, per size bucket (when
+    sizes vary), then per class (named by ``class_names`` when given)."""
     rows = [
         ("examples", f"{report['num_examples']:,}"),
         ("accuracy", f"{report['accuracy']:.4f}"),
@@ -182,9 +209,21 @@ def format_report(report: dict, title: str = "") -> str:
     ]
     lines = [title] if title else []
     lines += [f"  {name:<20}{value:>10}" for name, value in rows]
-    lines.append(f"  {'digit':<6}{'count':>7}{'accuracy':>10}{'mean IoU':>10}")
-    for digit, row in report["per_class"].items():
-        acc = "-" if row["accuracy"] is None else f"{row['accuracy']:.4f}"
-        miou = "-" if row["mean_iou"] is None else f"{row['mean_iou']:.4f}"
-        lines.append(f"  {digit:<6}{row['count']:>7}{acc:>10}{miou:>10}")
+    def cell(value):
+        return "-" if value is None else f"{value:.4f}"
+
+    if "by_size" in report:
+        lines.append(f"  {'size (box area)':<22}{'count':>7}{'accuracy':>10}{'mean IoU':>10}{'IoU>=.5':>9}{'IoU>=.75':>9}")
+        for (name, lo, hi), row in zip(SIZE_BUCKETS, report["by_size"].values()):
+            span = f"< {hi**0.5:.0f}^2" if lo == 0 else (f">= {lo**0.5:.0f}^2" if hi == float("inf") else f"{lo**0.5:.0f}^2-{hi**0.5:.0f}^2")
+            lines.append(
+                f"  {name + ' ' + span:<22}{row['count']:>7}{cell(row['accuracy']):>10}{cell(row['mean_iou']):>10}"
+                f"{cell(row['iou_at_50']):>9}{cell(row['iou_at_75']):>9}"
+            )
+    names = list(class_names) if class_names else None
+    width = max([6, *(len(n) + 1 for n in names or [])])
+    lines.append(f"  {'class' if names else 'digit':<{width}}{'count':>7}{'accuracy':>10}{'mean IoU':>10}")
+    for label, row in report["per_class"].items():
+        name = names[int(label)] if names and int(label) < len(names) else label
+        lines.append(f"  {name:<{width}}{row['count']:>7}{cell(row['accuracy']):>10}{cell(row['mean_iou']):>10}")
     return "\n".join(lines)
