@@ -75,3 +75,20 @@ def test_predict_shapes_and_uint8_scaling():
     assert out["labels"].tolist() == [3]
     np.testing.assert_allclose(out["boxes"][0], np.array([20, 10, 48, 38]) / S, atol=1e-6)
     assert predict(model, np.zeros((5, S, S, 1), np.float32))["boxes"].shape == (5, 4)
+
+
+def test_report_by_size_buckets_hand_computed():
+    from mnist_loc.evaluation import format_report, report
+
+    S = 75
+    # true boxes of 10, 28 and 40 px sides: areas 100 (small), 784 (medium), 1600 (large)
+    true = np.array([[0, 0, 10, 10], [0, 0, 28, 28], [0, 0, 40, 40], [5, 5, 15, 15]], np.float64) / S
+    pred = np.array([[0, 0, 10, 5], [0, 0, 28, 28], [0, 0, 20, 40], [5, 5, 15, 15]], np.float64) / S
+    r = report([1, 2, 3, 4], [1, 2, 0, 4], true, pred, canvas_size=S)
+    assert r["by_size"]["small"] == {"count": 2, "accuracy": 1.0, "mean_iou": pytest.approx(0.75), "iou_at_50": 1.0, "iou_at_75": 0.5}
+    assert r["by_size"]["medium"] == {"count": 1, "accuracy": 1.0, "mean_iou": 1.0, "iou_at_50": 1.0, "iou_at_75": 1.0}
+    assert r["by_size"]["large"] == {"count": 1, "accuracy": 0.0, "mean_iou": pytest.approx(0.5), "iou_at_50": 1.0, "iou_at_75": 0.0}
+    text = format_report(r, class_names=[f"c{i}" for i in range(10)])
+    assert "small < 20^2" in text and "large >= 36^2" in text and "c3 " in text
+    same = report([1, 2], [1, 2], true[[1, 1]], pred[[1, 1]], canvas_size=S)
+    assert "by_size" not in same, "equal sizes: no buckets"
