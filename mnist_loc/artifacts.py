@@ -114,11 +114,33 @@ def load_model(path) -> keras.Model:
         raise ModelFileError(f"could not load {path} as a Keras model: {type(error).__name__}: {error}") from None
 
 
-def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None) -> dict:
-    """Write a finished run: ``model.keras``, ``metrics.json``, ``history.csv`` (and ``predictions.png``).
+TASK_FILE = "task.json"
 
-    ``metrics.json`` is ``report`` plus ``train_seconds``, ``config`` and library
-    versions; it is returned. Every file is written atomically.
+
+def task_path(model_path) -> str:
+    """Where the task of a saved model is recorded: ``task.json`` beside it."""
+    return os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path))), TASK_FILE)
+
+
+def read_task(model_path) -> dict:
+    """The task a saved model was trained on, as keyword arguments of ``make_dataset``
+    plus ``class_names``; the course task (MNIST, 75 px, scale 1, patch boxes, no
+    clutter) for a model saved without ``task.json``."""
+    path = task_path(model_path)
+    if not os.path.exists(path):
+        return {"dataset": "mnist", "canvas_size": None, "scale": [1.0, 1.0], "box": "patch", "clutter": 0, "class_names": None}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None) -> dict:
+    """Write a finished run: ``model.keras``, ``metrics.json``, ``history.csv`` (and
+    ``predictions.png``, and ``task.json`` when ``task`` is given).
+
+    ``metrics.json`` is ``report`` plus ``train_seconds``, ``config``, ``task`` and
+    library versions; it is returned. ``task.json`` (the dataset, task knobs and class
+    names) lets ``evaluate``/``predict`` recreate matching canvases from the model alone.
+    Every file is written atomically.
     """
     import platform
 
@@ -130,10 +152,13 @@ def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: d
         **report,
         "train_seconds": float(train_seconds),
         "config": config,
+        **({"task": task} if task is not None else {}),
         "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
     }
     save_model(model, os.path.join(out_dir, "model.keras"))
     write_json(os.path.join(out_dir, "metrics.json"), metrics)
+    if task is not None:
+        write_json(os.path.join(out_dir, TASK_FILE), task)
     write_history_csv(os.path.join(out_dir, "history.csv"), history)
     if figure is not None:
         with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:

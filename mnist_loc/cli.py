@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate, help=f"peak learning rate (default {defaults.learning_rate:g})")
     train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
     _add_data_flags(train)
+    train.add_argument("--dataset", default=defaults.dataset, help="tfds dataset of 28x28 gray images with class labels: mnist (default), fashion_mnist, kmnist, emnist/digits, ...")
+    train.add_argument("--scale", nargs=2, type=_positive_float, metavar=("LO", "HI"), default=defaults.scale, help="resize each digit by a factor drawn log-uniformly in [LO, HI] (default 1 1)")
+    train.add_argument("--box", choices=("patch", "ink"), default=defaults.box, help="target box: the pasted square (default) or the tightest box around the ink")
+    train.add_argument("--clutter", type=_int_at_least(0), default=defaults.clutter, help="8x8 distractor fragments of other digits per canvas (default 0)")
     train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
     train.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")
     train.add_argument("--restart", action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")
@@ -116,7 +120,7 @@ def _cmd_train(args) -> int:
 
     from . import artifacts
     from .boxes import iou
-    from .data import canvases_at, make_dataset
+    from .data import canvases_at, class_names, make_dataset
     from .evaluation import evaluate, format_report, predict
     from .plots import plot_canvases
     from .config import TrainConfig
@@ -125,6 +129,7 @@ def _cmd_train(args) -> int:
     config = TrainConfig(
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         learning_rate=args.learning_rate, seed=args.seed,
+        dataset=args.dataset, scale=tuple(args.scale), box=args.box, clutter=args.clutter,
     )
     backup_dir = os.path.join(args.out, "backup")
     if args.restart:
@@ -137,15 +142,18 @@ def _cmd_train(args) -> int:
     )
     if result.resumed_from_epoch:
         print(f"resumed after epoch {result.resumed_from_epoch} from {backup_dir}")
-    test = make_dataset("test", batch_size=500, canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir, download=args.download)
+    test = make_dataset("test", batch_size=500, **config.task(), seed=config.seed, data_dir=args.data_dir, download=args.download)
     report = evaluate(result.model, test)
-    images, labels, boxes = canvases_at("test", range(10), canvas_size=config.canvas_size, seed=config.seed, data_dir=args.data_dir, download=args.download)
+    names = class_names(config.dataset, args.data_dir, download=args.download)
+    images, labels, boxes = canvases_at("test", range(10), **config.task(), seed=config.seed, data_dir=args.data_dir, download=args.download)
     pred = predict(result.model, images)
     fig = plot_canvases(images, boxes, pred["boxes"], true_labels=labels, pred_labels=pred["labels"], ious=iou(pred["boxes"], boxes))
-    artifacts.save_run(args.out, result.model, {**report, "split": "test"}, result.history, config.to_dict(), result.train_seconds, figure=fig)
+    task = {**config.task(), "scale": list(config.scale), "class_names": names}
+    artifacts.save_run(args.out, result.model, {**report, "split": "test"}, result.history, config.to_dict(), result.train_seconds, figure=fig, task=task)
     remove_backup(backup_dir)
-    print(format_report(report, f"test report ({report['num_examples']:,} canvases, seed {config.seed}); train {result.train_seconds:.1f} s"))
-    print(f"wrote {args.out}/model.keras, metrics.json, history.csv, predictions.png")
+    title = f"test report ({report['num_examples']:,} canvases, seed {config.seed}); train {result.train_seconds:.1f} s"
+    print(format_report(report, title, class_names=None if config.dataset == "mnist" else names))
+    print(f"wrote {args.out}/model.keras, task.json, metrics.json, history.csv, predictions.png")
     return 0
 
 
@@ -155,13 +163,22 @@ def _cmd_evaluate(args) -> int:
     from .evaluation import evaluate, format_report, model_canvas_size
 
     model = artifacts.load_model(args.model)
-    dataset = make_dataset(args.split, batch_size=500, canvas_size=model_canvas_size(model), seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
+    task = artifacts.read_task(args.model)
+    names = task.pop("class_names")
+    task["canvas_size"] = model_canvas_size(model)
+    dataset = make_dataset(args.split, batch_size=500, **task, seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
     report = {**evaluate(model, dataset), "split": args.split}
-    print(format_report(report, f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed})"))
+    title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {_describe(task)})"
+    print(format_report(report, title, class_names=None if task["dataset"] == "mnist" else names))
     if args.json:
         artifacts.write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
+
+
+def _describe(task: dict) -> str:
+    lo, hi = task["scale"]
+    return f"{task['dataset']}, scale {lo:g}-{hi:g}, {task['box']} boxes, clutter {task['clutter']}"
 
 
 def read_image(path: str, canvas_size: int):
@@ -212,12 +229,15 @@ def _cmd_predict(args) -> int:
     from .evaluation import model_canvas_size, predict
 
     model = artifacts.load_model(args.model)
+    task = artifacts.read_task(args.model)
+    names = task["class_names"]
     size = model_canvas_size(model)
     canvases = [read_image(path, size)[0] for path in args.images]
     pred = predict(model, np.stack(canvases))
     for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
         pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
-        print(f"{path}: digit {label} (confidence {confidence:.3f}), box [{pixels}] px")
+        what = f"digit {label}" if task["dataset"] == "mnist" else f"class {names[label] if names else label}"
+        print(f"{path}: {what} (confidence {confidence:.3f}), box [{pixels}] px")
     if args.draw:
         from .plots import plot_canvases
 

@@ -143,3 +143,28 @@ def test_offline_first_run_ends_in_one_clear_error_within_30_s(tmp_path):
     assert lines[1].startswith(f"mnist_loc: error: cannot download mnist from {url}: the network is unreachable")
     assert "TFDS_DATA_DIR" in lines[1] and "machine with internet" in lines[1]
     assert not (tmp_path / "tensorflow_datasets").exists()
+
+
+def test_the_task_travels_with_the_model(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "--epochs", 1, "--steps-per-epoch", 20, "--scale", 0.5, 2, "--box", "ink", "--clutter", 2, "--data-dir", mnist_dir, "--out", out)
+    assert result.returncode == 0, result.stderr
+    task = json.loads((out / "task.json").read_text())
+    assert task == {"dataset": "mnist", "canvas_size": 75, "scale": [0.5, 2.0], "box": "ink", "clutter": 2, "class_names": [str(d) for d in range(10)]}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["task"] == task and set(metrics["by_size"]) == {"small", "medium", "large"}
+    assert "small < 20^2" in result.stdout
+    # No task flags: evaluate rebuilds the same canvases from task.json and gets the same numbers.
+    report_path = tmp_path / "eval.json"
+    result = run_cli("evaluate", "--model", out / "model.keras", "--data-dir", mnist_dir, "--json", report_path)
+    assert result.returncode == 0, result.stderr
+    assert "scale 0.5-2, ink boxes, clutter 2" in result.stdout
+    report = json.loads(report_path.read_text())
+    for key in ("accuracy", "mean_iou", "iou_at_50", "by_size", "per_class"):
+        assert report[key] == metrics[key], key
+
+
+@pytest.mark.parametrize("args,message", [(["--scale", "2", "1"], "0.25 <= lo <= hi"), (["--scale", "1", "3"], "larger than the 75 px canvas")])
+def test_bad_task_flags_are_one_line(args, message):
+    result = run_cli("train", *args, "--epochs", 0, timeout=120)
+    assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
