@@ -1,12 +1,14 @@
-"""Train one recipe variant and print its test numbers: the runs behind the recipe table.
+"""Train recipe variants and print their validation numbers: the runs behind the recipe tables.
 
-    python benchmarks/recipe_sweep.py '{"epochs": 14, "learning_rate": 0.006, "box_loss_weight": 0.5}' [...]
+    python benchmarks/recipe_sweep.py '{"scale": [0.5, 2], "box": "ink"}' '{"scale": [0.5, 2], "box": "ink", "epochs": 14}'
 
-Each argument is a JSON object of ``TrainConfig`` overrides; every variant is trained
-from scratch in this process, one after another, and scored on the fixed test canvases
-(seed 0) and on another placement of the test digits (seed 7). Prints one line each:
+Each argument is a JSON object of ``TrainConfig`` overrides (task knobs included); every
+variant is trained from scratch in this process, one after another, and scored on the
+fixed validation canvases of its own task (seed 0): recipes are tuned on validation,
+the test canvases are kept for the final tables. ``--test`` scores on test instead.
+Prints one line each:
 
-    RESULT {overrides} train_s=... accuracy=... mean_iou=... iou_at_60=... | seed 7: ...
+    RESULT {overrides} train_s=... accuracy=... mean_iou=... iou_at_50=... small/medium/large mean IoU ...
 """
 
 from __future__ import annotations
@@ -22,17 +24,22 @@ from mnist_loc.training import EpochProgress, train
 
 
 def main(argv: list[str]) -> None:
-    if not argv:
+    split = "test" if "--test" in argv else "validation"
+    variants = [a for a in argv if a != "--test"]
+    if not variants:
         sys.exit(__doc__)
-    for text in argv:
+    for text in variants:
         overrides = json.loads(text)
         config = TrainConfig(**overrides)
         result = train(config, verbose=0, callbacks=[EpochProgress(config.epochs)])
-        scores = [evaluate(result.model, make_dataset("test", batch_size=500, seed=seed)) for seed in (0, 7)]
-        line = lambda r: f"accuracy={r['accuracy']:.4f} mean_iou={r['mean_iou']:.4f} iou_at_60={r['iou_at_60']:.4%}"  # noqa: E731
+        r = evaluate(result.model, make_dataset(split, batch_size=500, seed=0, **config.task()))
+        sizes = " ".join(
+            f"{name}={row['mean_iou']:.4f}/{row['accuracy']:.4f}" for name, row in r.get("by_size", {}).items() if row["count"]
+        )
         print(
-            f"RESULT {json.dumps(overrides)} train_s={result.train_seconds:.1f} {line(scores[0])} | seed 7: {line(scores[1])} "
-            f"| peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
+            f"RESULT {json.dumps(overrides)} split={split} train_s={result.train_seconds:.1f} accuracy={r['accuracy']:.4f} "
+            f"mean_iou={r['mean_iou']:.4f} iou_at_50={r['iou_at_50']:.4%} iou_at_75={r['iou_at_75']:.4%} "
+            f"| by size (mean IoU/accuracy): {sizes} | peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
             flush=True,
         )
 

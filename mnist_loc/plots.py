@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 TRUE_COLOR = "lime"
 PRED_COLOR = "red"
@@ -101,6 +102,7 @@ def plot_history(history: dict) -> Figure:
                 ax.plot(epochs, values, style, marker=".", label="validation" if prefix else "train")
         ax.set_title(label)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key.endswith("loss"):
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
@@ -116,9 +118,10 @@ def plot_iou_histogram(ious, thresholds=(0.5, 0.6, 0.75)) -> Figure:
     ax = fig.subplots()
     ax.hist(ious, bins=np.linspace(0, 1, 101), color="steelblue")
     ax.set_yscale("log")
-    for t in thresholds:
-        ax.axvline(t, color="gray", linestyle=":")
-        ax.text(t, ax.get_ylim()[1], f" {np.mean(ious >= t):.2%} ≥ {t}", rotation=90, va="top", fontsize=8)
+    # Thresholds in a legend, not as text at the lines: 0.5 and 0.6 sit too close for labels.
+    for t, style in zip(thresholds, (":", "--", "-.", (0, (1, 3)))):
+        ax.axvline(t, color="dimgray", linestyle=style, label=f"IoU ≥ {t:g}: {np.mean(ious >= t):.2%}")
+    ax.legend(loc="upper left", fontsize=8)
     ax.set_xlabel("IoU of predicted vs true box")
     ax.set_ylabel("test digits (log)")
     ax.set_title(f"IoU over {len(ious):,} test digits: mean {ious.mean():.3f}, median {np.median(ious):.3f}")
@@ -147,3 +150,27 @@ def plot_worst(images, true_boxes, pred_boxes, true_labels, pred_labels, ious, n
         canvases, pick(true_boxes), pick(pred_boxes), true_labels=pick(true_labels),
         pred_labels=pick(pred_labels), ious=pick(ious), **kwargs,
     )
+
+
+def plot_by_size(report: dict) -> Figure:
+    """Accuracy and mean IoU per size bucket of the true box (``report["by_size"]``, see
+    :func:`mnist_loc.evaluation.evaluate`), with each bucket's count under its bars."""
+    from .evaluation import SIZE_BUCKETS
+
+    if "by_size" not in report:
+        raise ValueError("the report has no by_size scores: every true box had the same size")
+    rows = report["by_size"]
+    names = [f"{name}\n{lo**0.5:.0f}-{hi**0.5:.0f} px\n{rows[name]['count']:,} digits".replace("-inf px", "+ px") for name, lo, hi in SIZE_BUCKETS]
+    fig = Figure(figsize=(6.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for offset, key, label in ((-0.2, "accuracy", "accuracy"), (0.2, "mean_iou", "mean IoU")):
+        values = [rows[name][key] if rows[name][key] is not None else np.nan for name, _, _ in SIZE_BUCKETS]
+        bars = ax.bar(x + offset, values, width=0.4, label=label)
+        ax.bar_label(bars, fmt="%.3f", fontsize=8)
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("score")
+    ax.set_title("By size of the true box (side = sqrt of its area)")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig

@@ -61,3 +61,28 @@ def test_history_histogram_and_worst():
     assert idx.tolist() == [2, 1, 3]  # misclassified first, then by IoU
     fig = plot_worst(lambda i: np.zeros((len(i), S, S, 1)), np.zeros((4, 4)), np.zeros((4, 4)), [1, 1, 2, 2], [1, 1, 3, 2], ious, n=2)
     assert len([a for a in fig.axes if a.images]) == 2
+
+
+def test_history_epochs_are_integers_and_histogram_thresholds_are_in_a_legend():
+    fig = plot_history({"classification_accuracy": [0.5, 0.7, 0.8], "val_classification_accuracy": [0.6, 0.7, 0.9]})
+    ax = fig.axes[1]
+    FigureCanvasAgg(fig).draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    hist = plot_iou_histogram(np.array([0.4, 0.55, 0.7, 0.8]))
+    labels = [t.get_text() for t in hist.axes[0].get_legend().get_texts()]
+    assert labels == ["IoU ≥ 0.5: 75.00%", "IoU ≥ 0.6: 50.00%", "IoU ≥ 0.75: 25.00%"]
+    assert not hist.axes[0].texts, "no labels drawn at the threshold lines"
+
+
+def test_by_size_plot():
+    from mnist_loc.plots import plot_by_size
+
+    row = lambda n, a, m: {"count": n, "accuracy": a, "mean_iou": m, "iou_at_50": 1.0, "iou_at_75": 0.5}  # noqa: E731
+    fig = plot_by_size({"by_size": {"small": row(10, 0.9, 0.7), "medium": row(20, 0.95, 0.8), "large": row(5, 1.0, 0.9)}})
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx([0.9, 0.95, 1.0, 0.7, 0.8, 0.9])
+    assert "10 digits" in ax.get_xticklabels()[0].get_text()
+    with pytest.raises(ValueError, match="no by_size"):
+        plot_by_size({"accuracy": 1.0})
