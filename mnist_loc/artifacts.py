@@ -164,3 +164,19 @@ def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: d
         with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:
             figure.savefig(tmp, format="png", dpi=100)
     return metrics
+
+
+def notebook_metrics(path) -> dict:
+    """The ``METRICS {json}`` line a notebook printed in its committed outputs, as a dict.
+
+    Lets one notebook quote another's full run without re-running it. Raises ValueError
+    if the notebook has no such line.
+    """
+    with open(path, encoding="utf-8") as f:
+        notebook = json.load(f)
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            for line in "".join(output.get("text", "")).splitlines():
+                if line.startswith("METRICS {"):
+                    return json.loads(line[len("METRICS "):])
+    raise ValueError(f"{path} has no 'METRICS {{...}}' line in its outputs: run it first")

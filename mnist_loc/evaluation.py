@@ -227,3 +227,28 @@ def format_report(report: dict, title: str = "", class_names=None) -> str:
         name = names[int(label)] if names and int(label) < len(names) else label
         lines.append(f"  {name:<{width}}{row['count']:>7}{cell(row['accuracy']):>10}{cell(row['mean_iou']):>10}")
     return "\n".join(lines)
+
+
+def comparison_table(reports: dict) -> str:
+    """A Markdown table comparing reports: ``{row name: report}`` (see :func:`evaluate`).
+
+    Columns: accuracy, mean and median IoU, IoU >= 0.5 / 0.75, and mean IoU per size
+    bucket where the report has one. Missing values show as a dash.
+    """
+    def cell(value, percent=False):
+        if value is None:
+            return "–"
+        return f"{value:.2%}" if percent else f"{value:.4f}"
+
+    buckets = [name for name, _, _ in SIZE_BUCKETS]
+    header = ["", "accuracy", "mean IoU", "median IoU", "IoU ≥ 0.5", "IoU ≥ 0.75", *(f"mean IoU, {b}" for b in buckets)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, r in reports.items():
+        by_size = r.get("by_size", {})
+        row = [
+            name, cell(r.get("accuracy")), cell(r.get("mean_iou")), cell(r.get("median_iou")),
+            cell(r.get("iou_at_50"), True), cell(r.get("iou_at_75"), True),
+            *(cell(by_size.get(b, {}).get("mean_iou")) for b in buckets),
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)

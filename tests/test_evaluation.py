@@ -92,3 +92,25 @@ def test_report_by_size_buckets_hand_computed():
     assert "small < 20^2" in text and "large >= 36^2" in text and "c3 " in text
     same = report([1, 2], [1, 2], true[[1, 1]], pred[[1, 1]], canvas_size=S)
     assert "by_size" not in same, "equal sizes: no buckets"
+
+
+def test_comparison_table_and_notebook_metrics(tmp_path):
+    import json
+
+    from mnist_loc.artifacts import notebook_metrics
+    from mnist_loc.evaluation import comparison_table
+
+    table = comparison_table({
+        "a": {"accuracy": 0.99, "mean_iou": 0.9, "median_iou": 0.91, "iou_at_50": 1.0, "iou_at_75": 0.875},
+        "b": {"accuracy": 0.5, "mean_iou": 0.25, "median_iou": 0.2, "iou_at_50": 0.1, "iou_at_75": 0.0,
+              "by_size": {"small": {"mean_iou": 0.125}, "medium": {"mean_iou": None}, "large": {"mean_iou": 0.5}}},
+    }).splitlines()
+    assert table[0].startswith("|  | accuracy | mean IoU | median IoU | IoU ≥ 0.5 | IoU ≥ 0.75 | mean IoU, small")
+    assert table[2] == "| a | 0.9900 | 0.9000 | 0.9100 | 100.00% | 87.50% | – | – | – |"
+    assert table[3] == "| b | 0.5000 | 0.2500 | 0.2000 | 10.00% | 0.00% | 0.1250 | – | 0.5000 |"
+    nb = {"cells": [{"cell_type": "code", "outputs": [{"output_type": "stream", "text": ["x\n", 'METRICS {"accuracy": 0.99}\n']}]}]}
+    (tmp_path / "n.ipynb").write_text(json.dumps(nb))
+    assert notebook_metrics(tmp_path / "n.ipynb") == {"accuracy": 0.99}
+    (tmp_path / "empty.ipynb").write_text(json.dumps({"cells": []}))
+    with pytest.raises(ValueError, match="no 'METRICS"):
+        notebook_metrics(tmp_path / "empty.ipynb")

@@ -153,3 +153,16 @@ def test_mirrored_strategy_over_two_cpu_devices_learns(mnist_dir):
     print("mirrored:", result)
     assert result["replicas"] == 2
     assert result["accuracy"] > 0.6 and result["mean_iou"] > 0.5
+
+
+def test_recipe_for_a_task():
+    from mnist_loc.config import _SIZED_TASK_RECIPE
+
+    assert TrainConfig.for_task() == TrainConfig()
+    sized = TrainConfig.for_task(scale=(0.5, 2.0), box="ink", clutter=4)
+    assert (sized.scale, sized.box, sized.clutter) == ((0.5, 2.0), "ink", 4)
+    for field, value in _SIZED_TASK_RECIPE.items():
+        assert getattr(sized, field) == value
+    assert TrainConfig.for_task(scale=(0.5, 2.0), epochs=3).epochs == 3, "overrides win over the recipe"
+    assert TrainConfig.lab(scale=[0.5, 2]).scale == (0.5, 2.0)
+    assert TrainConfig(scale=[0.5, 2]).to_dict()["scale"] == [0.5, 2.0]
