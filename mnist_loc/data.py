@@ -33,7 +33,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-from .config import DIGIT_SIZE, check_canvas_size, check_positive_int, check_task
+from .config import BOX_DEFINITIONS, DIGIT_SIZE, check_canvas_size, check_positive_int, check_task
 from .datasets import DataNotFoundError, prepared_dir  # noqa: F401  DataNotFoundError is re-exported
 from .quiet import cpp_logs_filtered
 
@@ -130,7 +130,7 @@ def place_digits(digits, offsets, canvas_size: int = 75, sizes=None, box: str = 
       digits: uint8 ``[B, 28, 28, 1]`` (or ``[B, 28, 28]``) digits, 0..255.
       offsets: int ``[B, 2]`` top-left ``(x, y)`` of each pasted patch.
       canvas_size: ``S``.
-      sizes: int ``[B]`` side ``s`` of each pasted patch, in ``[7, S]``; default 28
+      sizes: int ``[B]`` side ``s`` of each pasted patch, in ``[1, S]``; default 28
         (no resizing). Area resampling, see the module doc.
       box: ``"patch"`` or ``"ink"`` (see the module doc).
 
@@ -143,9 +143,11 @@ def place_digits(digits, offsets, canvas_size: int = 75, sizes=None, box: str = 
     patch outside the canvas.
     """
     size = check_canvas_size(canvas_size)
-    _, _, box, _ = check_task(size, (1, 1), box, 0)
+    if box not in BOX_DEFINITIONS:
+        raise ValueError(f"box must be one of {BOX_DEFINITIONS}, got {box!r}")
     offsets = tf.cast(offsets, tf.int32)
     sizes = tf.fill([tf.shape(offsets)[0]], DIGIT_SIZE) if sizes is None else tf.cast(sizes, tf.int32)
+    tf.debugging.assert_positive(sizes, message="digit sizes must be >= 1")
     tf.debugging.assert_non_negative(offsets, message="digit offsets must be >= 0")
     tf.debugging.assert_less_equal(
         offsets + sizes[:, None], size, message="digit offset puts the digit outside the canvas"

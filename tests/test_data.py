@@ -317,3 +317,21 @@ def test_bad_task_knobs(task, match):
     images, labels = synthetic_digits(4)
     with pytest.raises(ValueError, match=match):
         make_canvas_dataset(images, labels, **task)
+
+
+def test_clutter_fragment_is_the_crop_pasted_where_drawn_and_cut_at_the_patch():
+    from mnist_loc.data import _add_clutter
+
+    rng = np.random.default_rng(3)
+    source = rng.integers(0, 256, (1, 2, 28, 28), dtype=np.uint8)
+    target = np.zeros((1, S, S, 1), np.float32)
+    target[0, 40:68, 40:68, 0] = 0.5  # a 28 px patch at (40, 40)
+    crops = np.array([[[3, 5], [20, 0]]], np.int32)  # (x, y) in the source digits
+    positions = np.array([[[2, 10], [36, 36]]], np.int32)  # the second overlaps the patch
+    out = _add_clutter(tf.constant(target), tf.constant([[40, 40]]), tf.constant([28]), tf.constant(source), tf.constant(crops), tf.constant(positions), S).numpy()[0, ..., 0]
+    expected = target[0, ..., 0].copy()
+    expected[10:18, 2:10] = source[0, 0, 5:13, 3:11] / 255.0
+    second = np.zeros((S, S), np.float32)
+    second[36:44, 36:44] = source[0, 1, 0:8, 20:28] / 255.0
+    second[40:68, 40:68] = 0  # cut off at the target's patch
+    np.testing.assert_allclose(out, np.clip(expected + second, 0, 1), atol=1e-7)
