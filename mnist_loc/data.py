@@ -294,6 +294,9 @@ def _canvas_maker(images, labels, num_classes: int, canvas_size: int, box: str):
     digits = tf.constant(images)
     classes = tf.one_hot(tf.constant(labels), num_classes, dtype=tf.float32)
 
+    # Plain TensorFlow ops, nothing for AutoGraph to convert; converting a closure made
+    # again for another dataset warns of a "closure mismatch".
+    @tf.autograph.experimental.do_not_convert
     def assemble(indices, layout):
         canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], canvas_size, box)
         if "sources" in layout:

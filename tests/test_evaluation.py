@@ -92,6 +92,9 @@ def test_report_by_size_buckets_hand_computed():
     assert "small < 20^2" in text and "large >= 36^2" in text and "c3 " in text
     same = report([1, 2], [1, 2], true[[1, 1]], pred[[1, 1]], canvas_size=S)
     assert "by_size" not in same, "equal sizes: no buckets"
+    xs = np.arange(48, dtype=np.float32)
+    shifted = (np.stack([xs, xs, xs + 28, xs + 28], -1) / np.float32(S)).astype(np.float32)  # equal up to rounding
+    assert "by_size" not in report(np.zeros(48), np.zeros(48), shifted, shifted, canvas_size=S)
 
 
 def test_comparison_table_and_notebook_metrics(tmp_path):
