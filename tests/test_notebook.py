@@ -29,3 +29,25 @@ def test_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 5, "sample canvases, history, predictions, histogram and worst cases are drawn"
     assert {"model.keras", "metrics.json", "history.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    executed = tmp_path / "harder.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "harder_canvases.ipynb"),
+        str(executed),  # never the committed notebook
+        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 5, "DATA_DIR": mnist_dir},
+        cwd=str(ROOT / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    nb = json.loads(executed.read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    markdown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    assert "(a) course task" in markdown and "(c) (b) + 4 fragments · mnist_loc" in markdown and "mean IoU, small" in markdown
+    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    assert text.count("train_seconds") == 4
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2 + 2 * 3, "task samples, then per task: by size, predictions, worst cases"
