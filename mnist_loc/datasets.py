@@ -132,7 +132,7 @@ def _unreachable(url: str, timeout: float) -> str | None:
             outcome["problem"] = None
         except urllib.error.URLError as error:
             outcome["problem"] = str(error.reason)
-        except OSError as error:  # timeouts, resets
+        except Exception as error:  # timeouts, resets, anything else: never die unreported in a thread
             outcome["problem"] = f"{type(error).__name__}: {error}"
 
     thread = threading.Thread(target=probe, daemon=True)

@@ -203,7 +203,11 @@ def test_unreachable_probe_gives_up_by_its_deadline(monkeypatch):
     # A DNS look-up can hang past any socket timeout: the probe must return on time anyway.
     import urllib.request
 
-    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: time.sleep(5))
+    def hangs(*args, **kwargs):
+        time.sleep(5)
+        raise OSError("answered too late")
+
+    monkeypatch.setattr(urllib.request, "urlopen", hangs)
     start = time.monotonic()
     assert datasets._unreachable("http://example.invalid/", timeout=0.5) == "no answer within 0.5 s"
     assert time.monotonic() - start < 2
