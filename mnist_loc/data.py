@@ -289,24 +289,16 @@ def draw_layout(num_examples: int, key, *, canvas_size: int = 75, scale=(1.0, 1.
     return layout
 
 
-def _canvas_maker(images, labels, num_classes: int, canvas_size: int, box: str):
-    """``assemble(indices, layout) -> (canvases, targets)`` over in-memory digits."""
-    digits = tf.constant(images)
-    classes = tf.one_hot(tf.constant(labels), num_classes, dtype=tf.float32)
-
-    # Plain TensorFlow ops, nothing for AutoGraph to convert; converting a closure made
-    # again for another dataset warns of a "closure mismatch".
-    @tf.autograph.experimental.do_not_convert
-    def assemble(indices, layout):
-        canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], canvas_size, box)
-        if "sources" in layout:
-            canvases = _add_clutter(
-                canvases, layout["offsets"], layout["sizes"], tf.gather(digits, layout["sources"])[..., 0],
-                layout["crops"], layout["positions"], canvas_size,
-            )
-        return canvases, {"classification": tf.gather(classes, indices), "bounding_box": boxes}
-
-    return assemble
+def _assemble(digits, indices, layout, canvas_size: int, box: str):
+    """Canvases ``[K, S, S, 1]`` and boxes ``[K, 4]`` of examples ``indices`` of the split
+    ``digits`` (uint8 ``[N, 28, 28, 1]``), placed by ``layout`` (their rows of :func:`draw_layout`)."""
+    canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], canvas_size, box)
+    if "sources" in layout:
+        canvases = _add_clutter(
+            canvases, layout["offsets"], layout["sizes"], tf.gather(digits, layout["sources"])[..., 0],
+            layout["crops"], layout["positions"], canvas_size,
+        )
+    return canvases, boxes
 
 
 def make_canvas_dataset(
@@ -357,7 +349,15 @@ def make_canvas_dataset(
     num_examples = len(images)
     if num_examples == 0:
         raise ValueError("no digits to place: images is empty")
-    assemble = _canvas_maker(images, labels, num_classes, canvas_size, box)
+    digits = tf.constant(images)
+    classes = tf.one_hot(tf.constant(labels), num_classes, dtype=tf.float32)
+
+    # Plain TensorFlow ops, nothing for AutoGraph to convert; converting a closure made
+    # again for another dataset warns of a "closure mismatch".
+    @tf.autograph.experimental.do_not_convert
+    def assemble(indices, layout):
+        canvases, boxes = _assemble(digits, indices, layout, canvas_size, box)
+        return canvases, {"classification": tf.gather(classes, indices), "bounding_box": boxes}
 
     def layout_of_pass(pass_index):
         key = _stream_key(seed, split_code, pass_index)
@@ -480,6 +480,5 @@ def canvases_at(
         raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")
     layout = draw_layout(len(images), _stream_key(int(seed), _SPLIT_CODES[split], 0), canvas_size=canvas_size, scale=scale, clutter=clutter)
     layout = tf.nest.map_structure(lambda t: tf.gather(t, indices), layout)
-    assemble = _canvas_maker(images, labels, int(labels.max()) + 1, canvas_size, box)  # one-hot width unused here
-    canvases, targets = assemble(tf.constant(indices, tf.int32), layout)
-    return canvases.numpy(), labels[indices], targets["bounding_box"].numpy()
+    canvases, boxes = _assemble(images, tf.constant(indices, tf.int32), layout, canvas_size, box)
+    return canvases.numpy(), labels[indices], boxes.numpy()

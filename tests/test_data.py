@@ -335,3 +335,14 @@ def test_clutter_fragment_is_the_crop_pasted_where_drawn_and_cut_at_the_patch():
     second[36:44, 36:44] = source[0, 1, 0:8, 20:28] / 255.0
     second[40:68, 40:68] = 0  # cut off at the target's patch
     np.testing.assert_allclose(out, np.clip(expected + second, 0, 1), atol=1e-7)
+
+
+@pytest.mark.e2e
+def test_canvases_at_matches_the_dataset_for_a_harder_task(mnist_dir):
+    task = dict(scale=(0.5, 2.0), box="ink", clutter=2)
+    x, y = next(iter(make_dataset("test", batch_size=100, data_dir=mnist_dir, seed=4, **task)))
+    idx = [0, 7, 99]
+    canvases, labels, boxes = canvases_at("test", idx, data_dir=mnist_dir, seed=4, **task)
+    assert canvases.tobytes() == x.numpy()[idx].tobytes()
+    np.testing.assert_array_equal(boxes, y["bounding_box"].numpy()[idx])
+    np.testing.assert_array_equal(labels, y["classification"].numpy()[idx].argmax(-1))
