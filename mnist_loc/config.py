@@ -96,6 +96,8 @@ class TrainConfig:
     box_loss: str = "iou_l1"  # "mse" (the lab's), "l1" or "iou_l1"; see model.BoxLoss
     box_loss_weight: float = 0.5  # classification loss has weight 1
     mixed_precision: bool = True  # bfloat16 trunk; Dense layers and heads stay float32
+    label_smoothing: float = 0.0  # of the classification targets; 0 is the lab's
+    ema_momentum: float = 0.0  # > 0: validate with and keep an EMA of the weights (Polyak averaging)
     # The task (see data.make_dataset): which tfds dataset, digit scale range, box definition,
     # distractor fragments per canvas. The defaults are the course task.
     dataset: str = "mnist"
@@ -131,6 +133,10 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if self.box_loss not in BOX_LOSSES:
             raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {self.box_loss!r}")
+        for name in ("label_smoothing", "ema_momentum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0 <= value < 1):
+                raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
         if not (isinstance(self.box_loss_weight, (int, float)) and self.box_loss_weight > 0):
             raise ValueError(f"box_loss_weight must be a positive number, got {self.box_loss_weight!r}")
 

@@ -93,6 +93,8 @@ def compile_model(
     box_loss_weight=1.0,
     box_loss: str = "mse",
     classification_loss_weight=1.0,
+    label_smoothing: float = 0.0,
+    ema_momentum: float = 0.0,
     steps_per_execution: int = 1,
 ) -> keras.Model:
     """Compile ``model`` in place and return it. Defaults reproduce the seed's recipe.
@@ -103,11 +105,28 @@ def compile_model(
     weighted ``classification_loss_weight : box_loss_weight`` (1 : 1); metrics
     accuracy, and mse plus :class:`MeanBoxIoU` on the box. ``steps_per_execution``
     is Keras' (batches per call into the backend; it changes speed, not results).
+
+    ``label_smoothing`` > 0 trains the classifier toward ``(1 - ls) * one_hot + ls / C``.
+    ``ema_momentum`` > 0 makes Adam keep an exponential moving average of the weights
+    (Polyak averaging, Keras' ``use_ema``), which ``fit`` copies into the model when it
+    ends; pass ``keras.callbacks.SwapEMAWeights()`` to validate with it during ``fit``.
     """
     box = "mse" if box_loss == "mse" else BoxLoss(box_loss)  # the seed's loss stays Keras' own
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
+    if not 0.0 <= ema_momentum < 1.0:
+        raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
+    classification = (
+        keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing
+        else "categorical_crossentropy"  # the seed's loss stays Keras' own string
+    )
+    optimizer = (
+        keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum
+        else keras.optimizers.Adam(learning_rate)
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss={"classification": "categorical_crossentropy", "bounding_box": box},
+        optimizer=optimizer,
+        loss={"classification": classification, "bounding_box": box},
         loss_weights={"classification": classification_loss_weight, "bounding_box": box_loss_weight},
         metrics={"classification": ["accuracy"], "bounding_box": ["mse", MeanBoxIoU()]},
         steps_per_execution=check_positive_int(steps_per_execution, "steps_per_execution"),

@@ -75,6 +75,8 @@ def make_model(config: TrainConfig, steps_per_epoch: int, num_classes: int = 10)
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
         box_loss=config.box_loss,
         box_loss_weight=config.box_loss_weight,
+        label_smoothing=config.label_smoothing,
+        ema_momentum=config.ema_momentum,
         steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
     )
 
@@ -213,6 +215,10 @@ def train(
     )
     nan_guard = _StopOnNaN()
     all_callbacks = [nan_guard, *callbacks]
+    if config.ema_momentum:
+        # Validation scores the averaged weights, the ones train() returns; swapped back before
+        # the backup is written, so a resumed run continues from the raw weights.
+        all_callbacks.insert(0, keras.callbacks.SwapEMAWeights())
     recorder = _Checkpoint(history, seconds_before, backup_dir, config) if backup_dir else _Recorder(history)
     all_callbacks.append(recorder)
     if start_epoch < config.epochs:
@@ -226,6 +232,9 @@ def train(
             callbacks=all_callbacks,
             verbose=verbose,
         )
+    if config.ema_momentum and start_epoch >= config.epochs:
+        # fit() copies the average into the model when it ends; a finished backup skipped fit.
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     if nan_guard.bad_batch is not None:
         raise TrainingDiverged(
             f"the loss became NaN or infinite by batch {nan_guard.bad_batch} of epoch "

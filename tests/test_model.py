@@ -63,6 +63,22 @@ def test_compile_defaults_are_the_seed_recipe():
     assert logs["loss"] == pytest.approx(cce + mse, rel=1e-4)
 
 
+def test_label_smoothing_and_weight_averaging_are_opt_in():
+    plain = compile_model(build_model())
+    assert not plain.optimizer.use_ema
+    model = compile_model(build_model(), label_smoothing=0.1, ema_momentum=0.99)
+    assert model.optimizer.use_ema and model.optimizer.ema_momentum == pytest.approx(0.99)
+    x = np.zeros((4, 75, 75, 1), np.float32)
+    y = {"classification": np.eye(10, dtype=np.float32)[:4], "bounding_box": np.full((4, 4), 0.5, np.float32)}
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    p = model.predict(x, verbose=0)["classification"]
+    smoothed = 0.9 * y["classification"] + 0.1 / 10  # hand-computed targets
+    assert logs["classification_loss"] == pytest.approx(-np.mean(np.sum(smoothed * np.log(p), axis=1)), rel=1e-4)
+    for bad in ({"label_smoothing": 1.0}, {"ema_momentum": -0.1}, {"ema_momentum": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            compile_model(build_model(), **bad)
+
+
 def test_unknown_box_loss():
     with pytest.raises(ValueError, match="unknown box loss"):
         compile_model(build_model(), box_loss="huber")

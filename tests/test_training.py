@@ -27,6 +27,10 @@ def test_config_validates_its_fields():
         TrainConfig(learning_rate=float("nan"))
     with pytest.raises(ValueError, match="steps_per_execution"):
         TrainConfig(steps_per_execution=0)
+    with pytest.raises(ValueError, match="ema_momentum"):
+        TrainConfig(ema_momentum=1.0)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=-0.1)
     lab = TrainConfig.lab()
     assert (lab.batch_size, lab.learning_rate, lab.box_loss, lab.box_loss_weight, lab.mixed_precision) == (64, 1e-3, "mse", 1.0, False)
 
@@ -101,8 +105,9 @@ def test_killed_training_resumes_with_the_same_command(mnist_dir, tmp_path):
 
 
 @pytest.mark.e2e
-def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path):
-    config = TrainConfig(epochs=3, steps_per_epoch=10)
+@pytest.mark.parametrize("recipe", [{}, {"ema_momentum": 0.9, "label_smoothing": 0.1}], ids=["default", "ema"])
+def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path, recipe):
+    config = TrainConfig(epochs=3, steps_per_epoch=10, **recipe)
     whole = train(config, data_dir=mnist_dir, verbose=0)
     backup = tmp_path / "backup"
     # Stop after 2 epochs: a config with fewer epochs would not match, so interrupt by callback.
@@ -123,6 +128,22 @@ def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path):
     np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-5)
     for a, b in zip(whole.model.weights, resumed.model.weights):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.e2e
+def test_weight_averaging_validates_and_returns_the_average(mnist_dir):
+    config = TrainConfig(epochs=2, steps_per_epoch=10, ema_momentum=0.9)
+    result = train(config, data_dir=mnist_dir, verbose=0)
+    average = result.model.optimizer._model_variables_moving_average
+    assert len(average) == len(result.model.trainable_variables) == 12
+    for a, w in zip(average, result.model.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), w.numpy())
+    # The last epoch's validation scored these same (averaged) weights.
+    logs = result.model.evaluate(
+        make_dataset("validation", batch_size=500, seed=0, data_dir=mnist_dir), verbose=0, return_dict=True
+    )
+    assert logs["classification_accuracy"] == pytest.approx(result.history["val_classification_accuracy"][-1], abs=1e-6)
+    assert logs["bounding_box_mean_iou"] == pytest.approx(result.history["val_bounding_box_mean_iou"][-1], abs=1e-5)
 
 
 @pytest.mark.e2e
