@@ -168,3 +168,19 @@ def test_the_task_travels_with_the_model(mnist_dir, tmp_path):
 def test_bad_task_flags_are_one_line(args, message):
     result = run_cli("train", *args, "--epochs", 0, timeout=120)
     assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], "default"), (["--preset", "fast"], "fast"), (["--preset", "lab"], "lab"),
+    (["--scale", "0.5", "2", "--box", "ink"], "sized"), (["--preset", "fast", "--epochs", "5", "--seed", "2"], "fast+"),
+])
+def test_presets_pick_the_recipe_and_flags_go_on_top(flags, expected):
+    from mnist_loc.cli import build_parser, train_config
+    from mnist_loc.config import TrainConfig
+
+    config = train_config(build_parser().parse_args(["train", *flags]))
+    assert config == {
+        "default": TrainConfig(), "fast": TrainConfig.fast(), "lab": TrainConfig.lab(),
+        "sized": TrainConfig.for_task(scale=(0.5, 2.0), box="ink"), "fast+": TrainConfig.fast(epochs=5, seed=2),
+    }[expected]
+    assert (config == TrainConfig()) == (expected == "default")
