@@ -2,52 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 
 import keras
 
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
-
-    A crash midway leaves the old file (or none), never a truncated one.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    base, ext = os.path.splitext(os.path.basename(path))
-    if base.endswith(".weights"):  # keras insists on the ".weights.h5" ending
-        base, ext = base[: -len(".weights")], ".weights" + ext
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
-    os.close(fd)
-    os.remove(tmp)  # let the writer create it
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text(path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def write_json(path, obj) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+from .files import FolderInUse, WriteError, atomic_path, output_lock, write_json, write_text  # noqa: F401  (re-exported)
 
 
 def write_history_csv(path, history: dict) -> None:
@@ -78,7 +42,8 @@ def load_model(path) -> keras.Model:
     """Load a ``.keras`` model saved by mnist_loc, in Keras' safe mode.
 
     Safe mode refuses files that would run arbitrary code when loaded (a ``Lambda``
-    layer's pickled function). Raises :class:`ModelFileError` with the reason for a
+    layer's pickled function); before Keras reads the file, a config naming any module
+    outside Keras and mnist_loc (``os.system``, ``subprocess.Popen``, ...) is refused. Raises :class:`ModelFileError` with the reason for a
     missing, truncated, non-Keras or unsafe file.
     """
     from . import model as _registered  # noqa: F401  registers MeanBoxIoU and BoxLoss
@@ -97,6 +62,12 @@ def load_model(path) -> keras.Model:
                 raise ModelFileError(f"{path} is not a Keras model (no config.json inside)")
             if archive.testzip() is not None:
                 raise ModelFileError(f"{path} is corrupt (a member fails its checksum)")
+            foreign = _foreign_names(json.loads(archive.read("config.json")))
+        if foreign:
+            raise ModelFileError(
+                f"refused to load {path}: its config names {foreign[0]}, which is neither Keras nor "
+                "mnist_loc and could run arbitrary code"
+            )
         with warnings.catch_warnings():
             # A model saved before its first step has an unbuilt optimizer; nothing is lost.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
@@ -112,6 +83,26 @@ def load_model(path) -> keras.Model:
         raise ModelFileError(f"could not load {path} as a Keras model: {error}") from None
     except Exception as error:  # zip/h5/json damage surfaces as many types
         raise ModelFileError(f"could not load {path} as a Keras model: {type(error).__name__}: {error}") from None
+
+
+def _foreign_names(config) -> list:
+    """Every ``module.class_name`` an archived config asks the loader to import from outside
+    Keras and mnist_loc (e.g. ``os.system`` as an activation, ``subprocess.Popen`` as a layer).
+
+    Keras' safe mode refuses these too (tests pin it); checking first gives a clear reason.
+    """
+    found, stack = [], [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            module = node.get("module")
+            if "class_name" in node and module is not None:
+                if not isinstance(module, str) or module.split(".")[0] not in ("keras", "mnist_loc"):
+                    found.append(f"{module}.{node.get('config') if node.get('class_name') == 'function' else node['class_name']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
 
 
 TASK_FILE = "task.json"
@@ -140,7 +131,7 @@ def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: d
     ``metrics.json`` is ``report`` plus ``train_seconds``, ``config``, ``task`` and
     library versions; it is returned. ``task.json`` (the dataset, task knobs and class
     names) lets ``evaluate``/``predict`` recreate matching canvases from the model alone.
-    Every file is written atomically.
+    Every file is written atomically, with ``out_dir`` locked (:func:`output_lock`).
     """
     import platform
 
@@ -155,14 +146,15 @@ def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: d
         **({"task": task} if task is not None else {}),
         "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
     }
-    save_model(model, os.path.join(out_dir, "model.keras"))
-    write_json(os.path.join(out_dir, "metrics.json"), metrics)
-    if task is not None:
-        write_json(os.path.join(out_dir, TASK_FILE), task)
-    write_history_csv(os.path.join(out_dir, "history.csv"), history)
-    if figure is not None:
-        with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:
-            figure.savefig(tmp, format="png", dpi=100)
+    with output_lock(out_dir):
+        save_model(model, os.path.join(out_dir, "model.keras"))
+        write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        if task is not None:
+            write_json(os.path.join(out_dir, TASK_FILE), task)
+        write_history_csv(os.path.join(out_dir, "history.csv"), history)
+        if figure is not None:
+            with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:
+                figure.savefig(tmp, format="png", dpi=100)
     return metrics
 
 

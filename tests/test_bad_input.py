@@ -225,7 +225,7 @@ def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
         ("ints.npy", np.zeros((S, S), np.int64), "must be uint8 or float"),
         ("empty.npy", np.zeros((0, 0), np.float32), "empty"),
         ("digit.jpg", None, "unsupported image type"),
-        ("broken.png", b"not a png", "cannot read image"),
+        ("broken.png", b"not a png", "not a PNG file"),
     ],
 )
 def test_cli_predict_refuses_bad_images(saved_model, tmp_path, name, content, message):
