@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
 
 from .quiet import import_tensorflow_quietly  # noqa: F401  (also its old home, for notebooks that import it from here)
@@ -191,11 +193,39 @@ def _describe(task: dict) -> str:
     return f"{task['dataset']}, scale {lo:g}-{hi:g}, {task['box']} boxes, clutter {task['clutter']}"
 
 
+def image_shape(path: str) -> tuple:
+    """The shape a PNG or .npy file declares in its header, read without decoding the pixels.
+
+    PNG: ``(height, width)`` from the IHDR chunk; .npy: the array's shape from its header.
+    Raises ValueError for a file that is not what its name says.
+    """
+    import struct
+
+    import numpy as np
+
+    with open(path, "rb") as f:
+        if path.lower().endswith(".png"):
+            head = f.read(24)
+            if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+                raise ValueError(f"{path}: not a PNG file")
+            width, height = struct.unpack(">II", head[16:24])
+            return (height, width)
+        try:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read_header(f)
+        except ValueError as error:
+            raise ValueError(f"{path}: not a .npy file ({error})") from None
+        return tuple(shape)
+
+
 def read_image(path: str, canvas_size: int):
     """Read a PNG or .npy image as a float32 ``[S, S]`` canvas in [0, 1].
 
     Returns ``(canvas, (height, width))``. Smaller images are placed top-left on a
-    black canvas; larger ones, non-2D arrays and unreadable files raise ValueError.
+    black canvas. Larger ones are refused from the file's header, before any pixel is
+    decoded (a few-KB PNG can declare 15000x15000 pixels); so are non-2D arrays and
+    unreadable files: all raise ValueError.
     """
     import numpy as np
 
@@ -204,17 +234,24 @@ def read_image(path: str, canvas_size: int):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
     lower = path.lower()
+    if not lower.endswith((".png", ".npy")):
+        raise ValueError(f"{path}: unsupported image type (use .png or .npy)")
+    try:
+        shape = image_shape(path)
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
+    grayscale_like = len(shape) == 2 or (len(shape) == 3 and shape[-1] in (1, 3, 4))
+    if not grayscale_like:
+        raise ValueError(f"{path}: expected a 2-D grayscale image, got shape {shape}")
+    if shape[0] > canvas_size or shape[1] > canvas_size:
+        raise ValueError(f"{path}: image is {shape[0]}x{shape[1]}, larger than the model's {canvas_size}x{canvas_size} canvas")
     try:
         if lower.endswith(".npy"):
             array = np.load(path, allow_pickle=False)
-        elif lower.endswith(".png"):
+        else:
             from matplotlib.image import imread
 
             array = imread(path, format="png")
-        else:
-            raise ValueError(f"{path}: unsupported image type (use .png or .npy)")
-    except ValueError:
-        raise
     except Exception as error:
         raise ValueError(f"{path}: cannot read image ({type(error).__name__}: {error})") from None
     if array.ndim == 3 and array.shape[-1] in (3, 4) and lower.endswith(".png"):
@@ -225,7 +262,7 @@ def read_image(path: str, canvas_size: int):
         raise ValueError(f"{path}: expected a 2-D grayscale image, got shape {array.shape}")
     array = to_unit_float(array, path)
     height, width = array.shape
-    if height > canvas_size or width > canvas_size:
+    if height > canvas_size or width > canvas_size:  # a header that lied about the size
         raise ValueError(f"{path}: image is {height}x{width}, larger than the model's {canvas_size}x{canvas_size} canvas")
     canvas = np.zeros((canvas_size, canvas_size), np.float32)
     canvas[:height, :width] = array
@@ -258,8 +295,56 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+class Stopped(BaseException):
+    """Raised in the main thread when SIGTERM arrives (schedulers, ``timeout``, ``docker stop``).
+
+    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it; every
+    file write is atomic, so unwinding from anywhere leaves complete files only.
+    """
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def _resume_hint(args) -> str:
+    """What a stopped command left, and how to go on: for train, the backup's last epoch."""
+    if args.command != "train":
+        return ""
+    import json
+
+    backup = os.path.join(args.out, "backup")
+    try:
+        with open(os.path.join(backup, "state.json"), encoding="utf-8") as f:
+            done = int(json.load(f)["epochs_done"])
+        return f"; {backup} keeps epoch {done}: rerun the same command to resume"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "; no epoch had finished: rerun the same command to start again"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from .files import FolderInUse, WriteError, output_lock
+
+    previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        # Claim --out before the slow imports, so a second run on it is refused at once.
+        with output_lock(args.out) if args.command == "train" else contextlib.nullcontext():
+            return _run(args)
+    except Stopped:
+        print(f"mnist_loc: stopped by SIGTERM{_resume_hint(args)}", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except KeyboardInterrupt:
+        print(f"mnist_loc: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except (FolderInUse, WriteError) as error:
+        print(f"mnist_loc: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return RUN_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+def _run(args) -> int:
     import_tensorflow_quietly()
     from .artifacts import ModelFileError
     from .data import DataNotFoundError
@@ -271,9 +356,6 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return RUN_ERROR
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to resume after the last finished epoch", file=sys.stderr)
-        return 130
     except (ModelFileError, DataNotFoundError, TrainingDiverged, FileNotFoundError, ValueError, TypeError) as error:
         message = " ".join(str(error).split())
         print(f"mnist_loc: error: {message}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from . import artifacts
@@ -141,36 +143,87 @@ _STATE = "state.json"
 def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds):
     # Each epoch's weights get their own file and state.json, renamed in last, names the one
     # to resume from: a crash between the two writes leaves the previous epoch's pair intact.
-    os.makedirs(backup_dir, exist_ok=True)
-    weights = f"epoch-{epochs_done:04d}.weights.h5"
+    # Written by numpy through Python's own file, not by Keras' h5py writer: on a full disk
+    # h5py leaves half-closed HDF5 objects that print tracebacks and crash the interpreter at exit.
+    weights = f"epoch-{epochs_done:04d}.npz"
     with artifacts.atomic_path(os.path.join(backup_dir, weights)) as tmp:
-        model.save_weights(tmp)
+        with open(tmp, "wb") as f:
+            np.savez(f, **_variables(model))
+            f.flush()
+            os.fsync(f.fileno())
     state = {
         "epochs_done": epochs_done, "weights": weights, "config": config.to_dict(),
         "history": history, "train_seconds": train_seconds,
     }
     artifacts.write_json(os.path.join(backup_dir, _STATE), state)
     for name in os.listdir(backup_dir):
-        if name.endswith(".weights.h5") and name != weights:
+        if name.endswith(".npz") and name != weights:
             os.remove(os.path.join(backup_dir, name))
 
 
+def _variables(model) -> dict:
+    """Everything a resumed run needs, by a stable name: the model's weights and the
+    optimizer's state (step count, Adam's moments, the weight average if kept)."""
+    return {
+        **{f"model.{i}": v.numpy() for i, v in enumerate(model.weights)},
+        **{f"optimizer.{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)},
+    }
+
+
+def _restore_variables(model, path) -> None:
+    model.optimizer.build(model.trainable_variables)  # so the optimizer's state has a place to go
+    targets = {
+        **{f"model.{i}": v for i, v in enumerate(model.weights)},
+        **{f"optimizer.{i}": v for i, v in enumerate(model.optimizer.variables)},
+    }
+    with np.load(path, allow_pickle=False) as saved:
+        if sorted(saved.files) != sorted(targets):
+            raise ValueError(f"holds {len(saved.files)} arrays, this model and optimizer have {len(targets)}")
+        values = {name: saved[name] for name in targets}
+    for name, variable in targets.items():
+        if values[name].shape != tuple(variable.shape):
+            raise ValueError(f"{name} has shape {values[name].shape}, expected {tuple(variable.shape)}")
+        variable.assign(values[name])
+
+
+class BackupError(ValueError):
+    """A backup cannot be resumed: unreadable, incomplete, or made with another config."""
+
+
 def _load_backup(backup_dir, model, config):
-    """Restore weights and optimizer state; return ``(epochs_done, history, train_seconds)``."""
+    """Restore weights and optimizer state; return ``(epochs_done, history, train_seconds)``.
+
+    Raises :class:`BackupError`, naming the folder and the way out, if the backup is
+    unreadable (truncated JSON, missing or damaged weights) or from another config.
+    """
     state_path = os.path.join(backup_dir, _STATE)
     if not os.path.exists(state_path):
         return 0, {}, 0.0
-    with open(state_path) as f:
-        state = json.load(f)
-    if state["config"] != config.to_dict():
-        raise ValueError(
-            f"the backup in {backup_dir} was made with another config; delete it or rerun with "
-            f"the same settings. Backup: {state['config']}; now: {config.to_dict()}"
+    way_out = "--restart (or deleting the folder) starts over"
+    try:
+        with open(state_path, encoding="utf-8") as f:
+            state = json.load(f)
+        epochs_done, history, seconds = int(state["epochs_done"]), dict(state["history"]), float(state["train_seconds"])
+        saved_config, weights = state["config"], os.path.join(backup_dir, state["weights"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise BackupError(f"the backup in {backup_dir} is unreadable ({_reason(error)}); {way_out}") from None
+    if saved_config != config.to_dict():
+        differ = sorted(set(saved_config) ^ set(config.to_dict()) | {
+            k for k in saved_config if k in config.to_dict() and saved_config[k] != config.to_dict()[k]})
+        raise BackupError(
+            f"the backup in {backup_dir} was made with another config (differs in {', '.join(differ)}); "
+            f"{way_out}, or rerun with the backup's settings"
         )
-    # Build the optimizer's variables so the saved optimizer state has a place to go.
-    model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(backup_dir, state["weights"]))
-    return int(state["epochs_done"]), state["history"], float(state["train_seconds"])
+    try:
+        _restore_variables(model, weights)
+    except Exception as error:  # missing, truncated or foreign files: numpy and zipfile raise many types
+        raise BackupError(f"the backup in {backup_dir} is unreadable ({os.path.basename(weights)}: {_reason(error)}); {way_out}") from None
+    return epochs_done, history, seconds
+
+
+def _reason(error) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
 
 
 def train(
@@ -194,8 +247,15 @@ def train(
     MNIST is found or downloaded to, as in :func:`mnist_loc.data.load_digit_arrays`.
 
     Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss
-    becomes NaN/inf (the backup then still holds the last good epoch).
+    becomes NaN/inf (the backup then still holds the last good epoch), :class:`BackupError`
+    for a backup it cannot resume, and ``artifacts.FolderInUse`` if another process is
+    training into the same ``backup_dir``.
     """
+    with artifacts.output_lock(backup_dir) if backup_dir else contextlib.nullcontext():
+        return _train(config, data_dir, download, backup_dir, strategy, verbose, callbacks)
+
+
+def _train(config, data_dir, download, backup_dir, strategy, verbose, callbacks) -> TrainResult:
     seed_everything(config)
     steps = config.resolved_steps_per_epoch(data_dir, download=download)
     num_classes = len(class_names(config.dataset, data_dir, download=download))
@@ -246,7 +306,7 @@ def train(
 
 
 def remove_backup(backup_dir):
-    """Delete a finished run's backup folder."""
+    """Delete a run's backup folder (finished, or to start over)."""
     if backup_dir and os.path.isdir(backup_dir):
         shutil.rmtree(backup_dir)
 
