@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--scale", nargs=2, type=_positive_float, metavar=("LO", "HI"), default=defaults.scale, help="resize each digit by a factor drawn log-uniformly in [LO, HI] (default 1 1)")
     train.add_argument("--box", choices=("patch", "ink"), default=defaults.box, help="target box: the pasted square (default) or the tightest box around the ink")
     train.add_argument("--clutter", type=_int_at_least(0), default=defaults.clutter, help="8x8 distractor fragments of other digits per canvas (default 0)")
+    train.add_argument("--tta", action="store_true", help="score the test canvases with test-time augmentation (5 shifted views; 5x the predict time)")
     train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
     train.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")
     train.add_argument("--restart", action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", choices=("test", "validation"), default="test")
     evaluate.add_argument("--seed", type=_int_at_least(0), default=0, help="placement seed of the canvases (default 0, as train)")
     _add_data_flags(evaluate)
+    evaluate.add_argument("--tta", action="store_true", help="test-time augmentation: average over the canvas and 4 copies shifted by 2 px")
     evaluate.add_argument("--json", metavar="FILE", help="also write the report here")
 
     predict = sub.add_parser(
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--model", required=True, help="a .keras file written by train")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
+    predict.add_argument("--tta", action="store_true", help="test-time augmentation: average over the canvas and 4 copies shifted by 2 px")
     predict.add_argument("--draw", metavar="OUT.png", help="save the images with predicted boxes drawn")
     return parser
 
@@ -155,7 +158,7 @@ def _cmd_train(args) -> int:
     if result.resumed_from_epoch:
         print(f"resumed after epoch {result.resumed_from_epoch} from {backup_dir}")
     test = make_dataset("test", batch_size=500, **config.task(), seed=config.seed, data_dir=args.data_dir, download=args.download)
-    report = evaluate(result.model, test)
+    report = evaluate(result.model, test, tta=args.tta)
     names = class_names(config.dataset, args.data_dir, download=args.download)
     images, labels, boxes = canvases_at("test", range(10), **config.task(), seed=config.seed, data_dir=args.data_dir, download=args.download)
     pred = predict(result.model, images)
@@ -179,7 +182,7 @@ def _cmd_evaluate(args) -> int:
     names = task.pop("class_names")
     task["canvas_size"] = model_canvas_size(model)
     dataset = make_dataset(args.split, batch_size=500, **task, seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
-    report = {**evaluate(model, dataset), "split": args.split}
+    report = {**evaluate(model, dataset, tta=args.tta), "split": args.split}
     title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {_describe(task)})"
     print(format_report(report, title, class_names=None if task["dataset"] == "mnist" else names))
     if args.json:
@@ -280,7 +283,7 @@ def _cmd_predict(args) -> int:
     names = task["class_names"]
     size = model_canvas_size(model)
     canvases = [read_image(path, size)[0] for path in args.images]
-    pred = predict(model, np.stack(canvases))
+    pred = predict(model, np.stack(canvases), tta=args.tta)
     for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
         pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
         what = f"digit {label}" if task["dataset"] == "mnist" else f"class {names[label] if names else label}"

@@ -117,3 +117,52 @@ def test_comparison_table_and_notebook_metrics(tmp_path):
     (tmp_path / "empty.ipynb").write_text(json.dumps({"cells": []}))
     with pytest.raises(ValueError, match="no 'METRICS"):
         notebook_metrics(tmp_path / "empty.ipynb")
+
+
+def _canvases_at(corners):
+    """Synthetic digits (ink in every pixel) pasted with their top-left at ``corners`` (x, y)."""
+    digits, _ = synthetic_digits(len(corners))
+    canvases = np.zeros((len(corners), S, S, 1), np.float32)
+    for canvas, digit, (x, y) in zip(canvases, digits, corners):
+        canvas[y:y + 28, x:x + 28] = digit / 255.0
+    return canvases
+
+
+def test_test_time_augmentation_undoes_its_shifts():
+    # The oracle's box follows the ink; away from the edges every shifted view, shifted back,
+    # gives the same box: a sign error in a view or its offset would move it by 4 px.
+    corners = [(2, 2), (10, 40), (45, 3), (30, 30), (45, 45)]
+    canvases = _canvases_at(corners)
+    plain, averaged = predict(oracle(), canvases), predict(oracle(), canvases, tta=True)
+    expected = np.array([[x, y, x + 28, y + 28] for x, y in corners], np.float32) / S
+    np.testing.assert_allclose(plain["boxes"], expected, atol=1e-6)
+    np.testing.assert_allclose(averaged["boxes"], expected, atol=1e-6)
+    np.testing.assert_array_equal(averaged["labels"], 3)
+
+
+def test_test_time_augmentation_is_the_mean_over_shifted_views():
+    from mnist_loc.evaluation import TTA_SHIFTS, TTA_DESCRIPTION, predict_dataset
+    from mnist_loc.model import build_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model()
+    canvases = _canvases_at([(0, 0), (47, 47), (20, 5), (3, 40)])  # edges included: ink shifted off is lost
+    probabilities, boxes = 0, 0
+    for dx, dy in TTA_SHIFTS:  # by hand, in numpy: zero-filled shifts
+        view = np.zeros_like(canvases)
+        view[:, max(dy, 0):S + min(dy, 0), max(dx, 0):S + min(dx, 0)] = canvases[:, max(-dy, 0):S + min(-dy, 0), max(-dx, 0):S + min(-dx, 0)]
+        out = model.predict(view, verbose=0)
+        probabilities = probabilities + out["classification"] / len(TTA_SHIFTS)
+        boxes = boxes + (out["bounding_box"] - np.array([dx, dy, dx, dy]) / S) / len(TTA_SHIFTS)
+    averaged = predict(model, canvases, tta=True)
+    np.testing.assert_allclose(averaged["probabilities"], probabilities, atol=1e-5)
+    np.testing.assert_allclose(averaged["boxes"], boxes, atol=1e-5)
+    assert not np.allclose(predict(model, canvases)["boxes"], boxes, atol=1e-3)  # the views do differ
+    labels = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((canvases, {"classification": labels, "bounding_box": boxes.astype(np.float32)})).batch(3)
+    np.testing.assert_allclose(predict_dataset(model, ds, tta=True)["boxes"], boxes, atol=1e-5)
+    result = evaluate(model, ds, tta=True)
+    assert result["tta"] == TTA_DESCRIPTION and result["eval_seconds"] > 0
+    assert evaluate(model, ds)["tta"] is None
