@@ -43,7 +43,6 @@ THRESHOLDS = {
     "M": {"accuracy": 0.990, "mean_iou": 0.94},
     "H": {"accuracy": 0.993, "mean_iou": 0.95},
 }
-PRESETS = {"lab": TrainConfig.lab, "default": TrainConfig, "fast": TrainConfig.fast}
 
 
 def reached(quality: dict, threshold: str) -> bool:
@@ -200,9 +199,7 @@ def recipe(spec: str, seed: int) -> tuple:
     """``"fast"`` (a preset) or ``"NAME={json overrides of TrainConfig}"``."""
     name, _, overrides = spec.partition("=")
     if not overrides:
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)} or give NAME=JSON")
-        return name, PRESETS[name](seed=seed)
+        return name, TrainConfig.preset(name, seed=seed)
     return name, TrainConfig(**{"seed": seed, **json.loads(overrides)})
 
 

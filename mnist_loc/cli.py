@@ -128,8 +128,8 @@ def train_config(args):
     from .config import TrainConfig
 
     chosen = {name: getattr(args, name) for name in ("epochs", "batch_size", "learning_rate") if getattr(args, name) is not None}
-    recipe = {"default": TrainConfig.for_task, "fast": TrainConfig.fast, "lab": TrainConfig.lab}[args.preset]
-    return recipe(
+    return TrainConfig.preset(
+        args.preset,
         steps_per_epoch=args.steps_per_epoch, seed=args.seed,
         dataset=args.dataset, scale=tuple(args.scale), box=args.box, clutter=args.clutter, **chosen,
     )
