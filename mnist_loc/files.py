@@ -44,8 +44,6 @@ def atomic_path(path):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     base, ext = os.path.splitext(os.path.basename(path))
-    if base.endswith(".weights"):  # keras insists on the ".weights.h5" ending
-        base, ext = base[: -len(".weights")], ".weights" + ext
     tmp = None
     try:
         os.makedirs(directory, exist_ok=True)

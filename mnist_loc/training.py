@@ -148,7 +148,7 @@ def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds)
     weights = f"epoch-{epochs_done:04d}.npz"
     with artifacts.atomic_path(os.path.join(backup_dir, weights)) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **_variables(model))
+            np.savez(f, **{name: v.numpy() for name, v in _named_variables(model).items()})
             f.flush()
             os.fsync(f.fileno())
     state = {
@@ -161,21 +161,18 @@ def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds)
             os.remove(os.path.join(backup_dir, name))
 
 
-def _variables(model) -> dict:
+def _named_variables(model) -> dict:
     """Everything a resumed run needs, by a stable name: the model's weights and the
     optimizer's state (step count, Adam's moments, the weight average if kept)."""
     return {
-        **{f"model.{i}": v.numpy() for i, v in enumerate(model.weights)},
-        **{f"optimizer.{i}": v.numpy() for i, v in enumerate(model.optimizer.variables)},
+        **{f"model.{i}": v for i, v in enumerate(model.weights)},
+        **{f"optimizer.{i}": v for i, v in enumerate(model.optimizer.variables)},
     }
 
 
 def _restore_variables(model, path) -> None:
     model.optimizer.build(model.trainable_variables)  # so the optimizer's state has a place to go
-    targets = {
-        **{f"model.{i}": v for i, v in enumerate(model.weights)},
-        **{f"optimizer.{i}": v for i, v in enumerate(model.optimizer.variables)},
-    }
+    targets = _named_variables(model)
     with np.load(path, allow_pickle=False) as saved:
         if sorted(saved.files) != sorted(targets):
             raise ValueError(f"holds {len(saved.files)} arrays, this model and optimizer have {len(targets)}")
