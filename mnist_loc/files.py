@@ -68,7 +68,7 @@ class FolderInUse(RuntimeError):
 
 
 LOCK_FILE = ".mnist_loc.lock"
-_held_locks: dict = {}  # real path of a folder -> [fd, depth]: re-entrant within a process
+_held_locks: dict = {}  # real path of a folder -> how many times this process holds it (re-entrant)
 
 
 @contextlib.contextmanager
@@ -80,19 +80,21 @@ def output_lock(folder):
     it ends, so a killed run never blocks the next one; a lock file left behind is just
     overwritten. Re-entrant within one process (the command line holds its ``--out``
     while ``train`` and ``save_run`` lock the folders they write). The refused process
-    creates and changes nothing.
+    creates and changes nothing; a folder the lock created is removed again if the run
+    left it empty (a run that failed early leaves no empty ``--out`` behind).
     """
     key = os.path.realpath(os.fspath(folder))
     if key in _held_locks:
-        _held_locks[key][1] += 1
+        _held_locks[key] += 1
         try:
             yield
         finally:
-            _held_locks[key][1] -= 1
+            _held_locks[key] -= 1
         return
+    created = not os.path.isdir(key)
     path = os.path.join(key, LOCK_FILE)
     fd = _acquire(path, folder)
-    _held_locks[key] = [fd, 1]
+    _held_locks[key] = 1
     try:
         yield
     finally:
@@ -101,6 +103,9 @@ def output_lock(folder):
             os.remove(path)  # before unlocking: a waiter that opened it re-checks the inode
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):  # not empty, or taken by another run: keep it
+                os.rmdir(key)
 
 
 def _acquire(path, folder) -> int:

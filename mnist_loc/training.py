@@ -204,9 +204,10 @@ def _load_backup(backup_dir, model, config):
         saved_config, weights = state["config"], os.path.join(backup_dir, state["weights"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BackupError(f"the backup in {backup_dir} is unreadable ({_reason(error)}); {way_out}") from None
-    if saved_config != config.to_dict():
-        differ = sorted(set(saved_config) ^ set(config.to_dict()) | {
-            k for k in saved_config if k in config.to_dict() and saved_config[k] != config.to_dict()[k]})
+    current = config.to_dict()
+    if saved_config != current:
+        missing = object()
+        differ = sorted(k for k in saved_config.keys() | current.keys() if saved_config.get(k, missing) != current.get(k, missing))
         raise BackupError(
             f"the backup in {backup_dir} was made with another config (differs in {', '.join(differ)}); "
             f"{way_out}, or rerun with the backup's settings"

@@ -87,6 +87,12 @@ def test_output_lock_refuses_a_second_holder_and_names_it(tmp_path):
         with files.output_lock(tmp_path):  # re-entrant within one process
             assert json.loads((tmp_path / files.LOCK_FILE).read_text())["pid"] == os.getpid()
     assert not (tmp_path / files.LOCK_FILE).exists()
+    # A folder the lock created goes again if nothing was written into it; one with files stays.
+    with files.output_lock(tmp_path / "new"):
+        pass
+    with files.output_lock(tmp_path / "used"):
+        files.write_json(tmp_path / "used" / "metrics.json", {})
+    assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "used") == ["metrics.json"]
 
 
 def test_train_into_a_backup_folder_another_process_holds_is_refused(tmp_path):
