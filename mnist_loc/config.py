@@ -1,4 +1,4 @@
-"""The one config of a training run, and the checks every module shares.
+"""The one config of a training run: a recipe and the task it trains on.
 
 Pure Python (no TensorFlow), so the command line can parse and check its flags
 before loading anything heavy.
@@ -9,62 +9,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from numbers import Integral
 
-DIGIT_SIZE = 28
+from .task import TASKS, Task, check_positive_int, get_task
+
 BOX_LOSSES = ("mse", "l1", "iou_l1")  # see model.BoxLoss
-BOX_DEFINITIONS = ("patch", "ink")  # see data: the pasted square, or the tightest box around the ink
-MIN_SCALE = 0.25
 
 
-def check_positive_int(value, name: str, minimum: int = 1) -> int:
-    """Return ``value`` as int, or raise a clear error if it is not an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_canvas_size(canvas_size) -> int:
-    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit)."""
-    if isinstance(canvas_size, bool) or not isinstance(canvas_size, Integral):
-        raise ValueError(
-            f"canvas_size must be an integer >= {DIGIT_SIZE}, got {canvas_size!r}"
-        )
-    if canvas_size < DIGIT_SIZE:
-        raise ValueError(
-            f"canvas_size must be >= {DIGIT_SIZE} so a 28x28 digit fits, got {canvas_size}"
-        )
-    return int(canvas_size)
-
-
-def check_task(canvas_size, scale, box, clutter):
-    """Check the task knobs of :func:`mnist_loc.data.make_dataset`; return them normalized.
-
-    Returns ``(canvas_size int, (lo, hi) floats, box str, clutter int)``. The digit scale
-    factor is drawn log-uniformly from ``[lo, hi]``: ``0.25 <= lo <= hi`` and
-    ``28 * hi <= canvas_size``, so every digit fits.
-    """
-    canvas_size = check_canvas_size(canvas_size)
-    try:
-        lo, hi = (float(v) for v in scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be a pair (lo, hi) of numbers, got {scale!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and MIN_SCALE <= lo <= hi):
-        raise ValueError(f"scale must satisfy {MIN_SCALE} <= lo <= hi, got ({lo:g}, {hi:g})")
-    if DIGIT_SIZE * hi > canvas_size:
-        raise ValueError(
-            f"scale hi={hi:g} makes a {DIGIT_SIZE * hi:g} px digit, larger than the {canvas_size} px canvas"
-        )
-    if box not in BOX_DEFINITIONS:
-        raise ValueError(f"box must be one of {BOX_DEFINITIONS}, got {box!r}")
-    clutter = check_positive_int(clutter, "clutter", minimum=0)
-    return canvas_size, (lo, hi), box, clutter
-
-
-# Where digit sizes vary, these fields differ from the defaults. Chosen on the validation
-# canvases of task (b), scale 0.5-2 with ink boxes (benchmarks/recipe_sweep.py): at 20 epochs,
+# mnist_loc's recipe for each named task, where it differs from the defaults. The sized tasks'
+# was chosen on the validation canvases of task (b), scale 0.5-2 with ink boxes (benchmarks/recipe_sweep.py): at 20 epochs,
 # box loss weight 1 and peak LR 1e-2, seeds 0 / 1 / 2 gave accuracy 0.9846 / 0.9760 / 0.9820
 # and mean IoU 0.873 / 0.837 / 0.869 (seed 1 had an unstable epoch). Halving the peak LR to
 # 5e-3, label smoothing 0.1 and validating with a weight average (EMA 0.999) gave accuracy
@@ -73,6 +25,13 @@ def check_task(canvas_size, scale, box, clutter):
 # 240 s on 2 cores. (On the course task EMA 0.999 did not help: 0.9904 / 0.9369 vs 0.9914 /
 # 0.9434, seed 0.)
 _SIZED_TASK_RECIPE: dict = {"epochs": 20, "box_loss_weight": 1.0, "learning_rate": 5e-3, "label_smoothing": 0.1, "ema_momentum": 0.999}
+# The literature's tasks use the defaults: no recipe of their own has been chosen on their validation canvases yet.
+RECIPES: dict = {
+    "course": {}, "sized": _SIZED_TASK_RECIPE, "sized-cluttered": _SIZED_TASK_RECIPE,
+    "translated-60": {}, "cluttered-60": {}, "cluttered-100": {},
+}
+assert set(RECIPES) == set(TASKS)
+_LOOSE_TASK_FIELDS = ("dataset", "canvas_size", "scale", "box", "clutter")
 
 
 @dataclass(frozen=True)
@@ -102,13 +61,7 @@ class TrainConfig:
     # leave the shared trunk more room for the box. The lab's is 0.
     label_smoothing: float = 0.1
     ema_momentum: float = 0.0  # > 0: validate with and keep an EMA of the weights (Polyak averaging)
-    # The task (see data.make_dataset): which tfds dataset, digit scale range, box definition,
-    # distractor fragments per canvas. The defaults are the course task.
-    dataset: str = "mnist"
-    canvas_size: int = 75
-    scale: tuple = (1.0, 1.0)
-    box: str = "patch"
-    clutter: int = 0
+    task: Task = Task()  # what the canvases are (a Task, a name in TASKS, or Task.to_dict()); the course task
     seed: int = 0
     validation_batch_size: int = 500
     deterministic: bool = True  # TensorFlow op determinism: same seed, same weights
@@ -123,10 +76,8 @@ class TrainConfig:
             check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.validation_batch_size, "validation_batch_size")
-        _, scale, _, _ = check_task(self.canvas_size, self.scale, self.box, self.clutter)
-        object.__setattr__(self, "scale", scale)  # a tuple of floats, however it was given
-        if not (isinstance(self.dataset, str) and self.dataset):
-            raise ValueError(f"dataset must be a tfds dataset name, got {self.dataset!r}")
+        task = Task.from_dict(self.task) if isinstance(self.task, dict) else get_task(self.task)
+        object.__setattr__(self, "task", task)
         check_positive_int(self.seed, "seed", minimum=0)
         check_positive_int(self.steps_per_execution, "steps_per_execution")
         if not (isinstance(self.learning_rate, (int, float)) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
@@ -165,15 +116,19 @@ class TrainConfig:
         return cls(**{**recipe, **overrides})
 
     @classmethod
-    def for_task(cls, **task_and_overrides) -> "TrainConfig":
-        """mnist_loc's recipe for a task: the defaults, adjusted where digit sizes vary.
+    def for_task(cls, task=None, *, recipe: str | None = None, **overrides) -> "TrainConfig":
+        """mnist_loc's recipe for a task, with ``overrides`` on top.
 
-        Takes the task knobs (``dataset``, ``scale``, ``box``, ``clutter``, ...) and any
-        other field as overrides; the command line uses it for its task flags.
+        ``task``: a :class:`~mnist_loc.task.Task` or a name in ``TASKS`` (default the
+        course task). The recipe is ``RECIPES[recipe]``; ``recipe`` defaults to the task's
+        name, and a task of your own (no name) gets the defaults unless you name one,
+        e.g. ``for_task(TASKS["sized"].replace(clutter=2), recipe="sized")``.
         """
-        scale = task_and_overrides.get("scale", (1.0, 1.0))
-        recipe = dict(_SIZED_TASK_RECIPE) if tuple(float(v) for v in scale) != (1.0, 1.0) else {}
-        return cls(**{**recipe, **task_and_overrides})
+        task = get_task(task)
+        recipe = recipe or task.name or "course"
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; recipes exist for {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], "task": task, **overrides})
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
@@ -184,18 +139,35 @@ class TrainConfig:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(recipes)}")
         return recipes[name](**overrides)
 
+    def recipe_label(self) -> str:
+        """A short name of the recipe, seed and task aside: the closest preset, with the
+        fields that differ from it, e.g. ``"default"``, ``"default (epochs=1)"``, ``"lab"``,
+        or ``"sized recipe"`` for another task's recipe (a task of your own trained with
+        ``for_task(..., recipe="sized")``)."""
+        mine = {k: v for k, v in self.to_dict().items() if k not in ("seed", "task")}
+        own = self.task.name or "course"
+        candidates = [("default" if r == own else f"{r} recipe", TrainConfig.for_task(self.task, recipe=r, seed=self.seed)) for r in RECIPES]
+        candidates += [(name, TrainConfig.preset(name, task=self.task, seed=self.seed)) for name in ("fast", "lab")]
+        best = None
+        for name, preset in candidates:
+            preset = preset.to_dict()
+            differ = sorted(k for k in mine if mine[k] != preset[k])
+            if best is None or len(differ) < len(best[1]) or (len(differ) == len(best[1]) and name == "default"):
+                best = (name, differ)
+        name, differ = best
+        return name + (f" ({', '.join(f'{k}={mine[k]!r}' for k in differ)})" if differ else "")
+
     def to_dict(self) -> dict:
-        """Every field, JSON-ready (``scale`` as a list)."""
-        return {**dataclasses.asdict(self), "scale": list(self.scale)}
+        """Every field, JSON-ready (the task as :meth:`Task.to_dict`)."""
+        return {**dataclasses.asdict(self), "task": self.task.to_dict()}
 
-    def task(self) -> dict:
-        """The task knobs, as keyword arguments of :func:`mnist_loc.data.make_dataset`."""
-        return {"dataset": self.dataset, "canvas_size": self.canvas_size, "scale": self.scale, "box": self.box, "clutter": self.clutter}
-
-    def resolved_steps_per_epoch(self, data_dir=None, *, download: bool = True) -> int:
-        """Batches per epoch: ``steps_per_epoch``, or one full pass over the training digits."""
-        if self.steps_per_epoch is not None:
-            return self.steps_per_epoch
-        from .data import load_digit_arrays  # lazy: keeps this module free of TensorFlow
-
-        return len(load_digit_arrays("train", data_dir, download=download, dataset=self.dataset)[0]) // self.batch_size
+    @classmethod
+    def from_dict(cls, fields: dict) -> "TrainConfig":
+        """The config of :meth:`to_dict` (as ``metrics.json`` records it); a config written
+        before tasks were values (loose ``dataset``, ``canvas_size``, ``scale``, ``box``,
+        ``clutter``) has them folded into its task."""
+        fields = dict(fields)
+        loose = {k: fields.pop(k) for k in _LOOSE_TASK_FIELDS if k in fields}
+        if loose and "task" not in fields:
+            fields["task"] = Task(**loose)
+        return cls(**fields)

@@ -14,10 +14,12 @@ continuous pixel coordinates normalized by ``S`` (pixel column ``c`` spans
 Resizing is area resampling (each canvas pixel averages the part of the digit it covers:
 antialiased when shrinking, a box filter when enlarging), written as the two batched
 matmuls that paste the digit: interpolation weights instead of one-hot shifts.
-With ``clutter = k``, ``k`` fragments (8x8 crops at native scale of other digits of the
-same split, as in DeepMind's mnist-cluttered) are added at uniform positions and the sum
-clipped to [0, 1]. Fragments never cover the target's patch: they are cut off at its
-edges, so the target's pixels and its box are its own.
+With ``clutter = k``, ``k`` distractors (crops at native scale of digits of the same
+split, as in DeepMind's mnist-cluttered) are added at uniform positions, by one of the two
+rules of :mod:`mnist_loc.task`: cut off at the target's patch (mnist_loc's tasks), or
+anywhere, before the target, as ``mnist_cluttered.lua`` does (the literature's tasks).
+What the canvases are is a :class:`~mnist_loc.task.Task`; where the digits live is
+found once per run (:class:`Digits`).
 
 Every random choice is drawn with stateless random ops keyed by ``(seed, split, pass)``
 and indexed by the example's position in the split, so a canvas depends on nothing but
@@ -29,17 +31,18 @@ endless stream of passes over the split; pass ``p`` has its own shuffle and plac
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from .config import BOX_DEFINITIONS, DIGIT_SIZE, check_canvas_size, check_positive_int, check_task
 from .datasets import DataNotFoundError, prepared_dir  # noqa: F401  DataNotFoundError is re-exported
 from .quiet import cpp_logs_filtered
+from .task import BOX_DEFINITIONS, DIGIT_SIZE, MNIST_CLUTTERED_VALIDATION, Task, check_canvas_size, check_positive_int, get_task
 
 NUM_CLASSES = 10
-# Validation is the last twelfth of tfds' train split (MNIST: 5,000 of 60,000), train the rest.
 SPLITS = ("train", "validation", "test")
+# splits="tfds": validation is the last twelfth of tfds' train split (MNIST: 5,000 of 60,000).
 VALIDATION_FRACTION = 12
 # Distinct stream codes keep the splits' draws independent under the same seed.
 _SPLIT_CODES = {"train": 1, "validation": 2, "test": 3}
@@ -52,21 +55,46 @@ def _check_split(split: str) -> str:
 
 
 def tfds_split(split: str, num_train: int) -> str:
-    """The tfds slice of one of our splits, given the size of tfds' train split."""
+    """The tfds slice of one of our splits (``splits="tfds"``), given the size of tfds' train split."""
     first_validation = num_train - num_train // VALIDATION_FRACTION
     return {"train": f"train[:{first_validation}]", "validation": f"train[{first_validation}:]", "test": "test"}[_check_split(split)]
 
 
+def file_order(tfds_split_name: str, num_examples: int) -> np.ndarray:
+    """Where each example of the original files sits in tfds' records: int64 ``[N]``,
+    ``positions[k]`` = tfds record of the file's example ``k``.
+
+    tfds writes a split's records sorted by a salted md5 of each example's key (its own
+    ``hashing.Hasher``, the split name as salt); MNIST's builder keys examples by their
+    index in the file, so sorting the keys' hashes gives the record order back.
+    """
+    from tensorflow_datasets.core import hashing
+
+    hasher = hashing.Hasher(tfds_split_name)
+    hashes = [hasher.hash_key(k) for k in range(num_examples)]
+    positions = np.empty(num_examples, np.int64)
+    positions[sorted(range(num_examples), key=hashes.__getitem__)] = np.arange(num_examples)
+    return positions
+
+
 @functools.lru_cache(maxsize=8)
-def _load_arrays(dataset: str, split: str, folder: str):
+def _load_arrays(dataset: str, split: str, folder: str, splits: str = "tfds"):
     import tensorflow_datasets as tfds  # imported lazily: it takes seconds
 
     builder = tfds.builder(dataset, data_dir=folder)
     _check_digit_dataset(dataset, builder.info)
+    num_train = builder.info.splits["train"].num_examples
+    source = tfds_split(split, num_train) if splits == "tfds" else ("test" if split == "test" else "train")
     with cpp_logs_filtered():  # the first tfrecord read logs a buffer size from C++
-        images, labels = tfds.as_numpy(builder.as_dataset(
-            split=tfds_split(split, builder.info.splits["train"].num_examples), as_supervised=True, batch_size=-1,
-        ))
+        images, labels = tfds.as_numpy(builder.as_dataset(split=source, as_supervised=True, batch_size=-1))
+    if splits == "mnist-cluttered":  # the files' order, cut as download_mnist.lua cuts it
+        order = file_order(source, len(labels))
+        images, labels = images[order], labels[order]
+        if split != "test":
+            first_validation = num_train - MNIST_CLUTTERED_VALIDATION
+            part = slice(0, first_validation) if split == "train" else slice(first_validation, None)
+            images, labels = images[part], labels[part]
+    images, labels = np.ascontiguousarray(images), np.ascontiguousarray(labels)
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels
@@ -82,45 +110,82 @@ def _check_digit_dataset(dataset: str, info) -> None:
         raise ValueError(f"{dataset} needs a train and a test split, has {sorted(info.splits)}")
 
 
-def load_digit_arrays(split: str, data_dir=None, *, download: bool = True, dataset: str = "mnist") -> tuple[np.ndarray, np.ndarray]:
-    """Return one split of a tfds digit dataset as read-only numpy arrays, cached per process.
+@dataclass(frozen=True)
+class Digits:
+    """Where a task's digits live, found (or downloaded) once: give it to
+    :func:`make_dataset` and :func:`canvases_at` so nothing searches again.
 
-    Returns ``(images, labels)``: uint8 ``[N, 28, 28, 1]`` and int64 ``[N]``.
-    ``split`` is ``"train"`` (tfds train but its last twelfth: MNIST's first 55,000),
-    ``"validation"`` (that last twelfth: 5,000) or ``"test"``. ``dataset`` is any tfds
-    image-classification dataset of 28x28x1 uint8 images (``"mnist"``,
-    ``"fashion_mnist"``, ``"kmnist"``, ``"emnist/digits"``, ...). It is read from the
-    first of ``data_dir``, ``$TFDS_DATA_DIR`` and ``~/tensorflow_datasets`` that holds it
-    prepared; if none does, it is downloaded once into the first of them (MNIST: about
-    11 MiB), unless ``download=False``. Raises :class:`DataNotFoundError` saying what to
-    do when it is not prepared and cannot (or may not) be downloaded; offline that takes
-    seconds. Raises ValueError for a dataset that is not 28x28x1 uint8 with class labels.
+    ``dataset`` and ``splits`` as in :class:`~mnist_loc.task.Task`; ``folder`` the tfds
+    folder that holds the dataset prepared; ``class_names`` in label order.
     """
-    _check_split(split)
-    return _load_arrays(dataset, split, prepared_dir(dataset, data_dir, download=download))
+
+    dataset: str
+    splits: str
+    folder: str
+    class_names: tuple
+
+    @classmethod
+    def find(cls, task=None, data_dir=None, *, download: bool = True) -> "Digits":
+        """The digits of ``task`` (a Task or a name in TASKS; default the course task).
+
+        Searched in ``data_dir``, ``$TFDS_DATA_DIR``, ``~/tensorflow_datasets``; if none
+        holds the dataset prepared it is downloaded once into the first (MNIST: about
+        11 MiB), unless ``download=False``. Raises :class:`DataNotFoundError` saying what
+        to do (offline that takes seconds), ValueError for a dataset that is not 28x28x1
+        uint8 with class labels.
+        """
+        import tensorflow_datasets as tfds
+
+        task = get_task(task)
+        folder = prepared_dir(task.dataset, data_dir, download=download)
+        info = tfds.builder(task.dataset, data_dir=folder).info
+        _check_digit_dataset(task.dataset, info)
+        names = tuple(info.features[info.supervised_keys[1]].names)
+        return cls(task.dataset, task.splits, folder, names)
+
+    def split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of one split: read-only uint8 ``[N, 28, 28, 1]`` and int64
+        ``[N]``, in the split's order (cached per process)."""
+        return _load_arrays(self.dataset, _check_split(split), self.folder, self.splits)
+
+    def check(self, task: Task) -> None:
+        """Raise unless these are ``task``'s digits (same dataset and splits)."""
+        if (task.dataset, task.splits) != (self.dataset, self.splits):
+            raise ValueError(
+                f"these digits are {self.dataset} with {self.splits} splits, the task needs {task.dataset} with {task.splits} splits"
+            )
 
 
-def class_names(dataset: str = "mnist", data_dir=None, *, download: bool = True) -> list[str]:
-    """The class names of a tfds digit dataset, in label order (MNIST: ``"0"`` ... ``"9"``)."""
-    import tensorflow_datasets as tfds
-
-    folder = prepared_dir(dataset, data_dir, download=download)
-    info = tfds.builder(dataset, data_dir=folder).info
-    _check_digit_dataset(dataset, info)
-    return list(info.features[info.supervised_keys[1]].names)
+def _digits_for(task: Task, digits, data_dir, download) -> Digits:
+    if digits is None:
+        return Digits.find(task, data_dir, download=download)
+    digits.check(task)
+    return digits
 
 
-def load_digits(split: str, data_dir=None, *, download: bool = True, dataset: str = "mnist") -> tf.data.Dataset:
-    """Return a split as a ``tf.data.Dataset`` of ``(image, label)``.
+def load_digit_arrays(split: str, data_dir=None, *, download: bool = True, task=None) -> tuple[np.ndarray, np.ndarray]:
+    """One split of a task's digits as read-only numpy arrays, cached per process.
 
-    ``image`` is uint8 ``[28, 28, 1]``, ``label`` int64 ``[]``. Splits, datasets and
-    errors as in :func:`load_digit_arrays`.
+    Returns ``(images, labels)``: uint8 ``[N, 28, 28, 1]`` and int64 ``[N]``. With the
+    course task's ``splits="tfds"``, ``"train"`` is tfds' train split but its last
+    twelfth (MNIST: 55,000), ``"validation"`` that twelfth (5,000), ``"test"`` tfds'
+    test split; with ``splits="mnist-cluttered"``, MNIST's file order cut 50,000 /
+    10,000 / 10,000. Where the data is found: :meth:`Digits.find`.
     """
-    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir, download=download, dataset=dataset))
+    return Digits.find(task, data_dir, download=download).split(_check_split(split))
+
+
+def class_names(task=None, data_dir=None, *, download: bool = True) -> list[str]:
+    """The class names of a task's dataset, in label order (MNIST: ``"0"`` ... ``"9"``)."""
+    return list(Digits.find(task, data_dir, download=download).class_names)
+
+
+def load_digits(split: str, data_dir=None, *, download: bool = True, task=None) -> tf.data.Dataset:
+    """A split as a ``tf.data.Dataset`` of ``(image, label)``: uint8 ``[28, 28, 1]``, int64 ``[]``."""
+    return tf.data.Dataset.from_tensor_slices(load_digit_arrays(split, data_dir, download=download, task=task))
 
 
 INK_THRESHOLD = 0.1  # a canvas pixel is ink at >= 10% of full intensity (25.5 of 255)
-CLUTTER_SIZE = 8  # side of a distractor fragment, native scale (as mnist-cluttered)
 
 
 def place_digits(digits, offsets, canvas_size: int = 75, sizes=None, box: str = "patch"):
@@ -210,30 +275,36 @@ def ink_boxes(canvases, fallback):
     return tf.where(has_ink, tf.stack([x0, y0, x1, y1], axis=-1), fallback)
 
 
-def _add_clutter(canvases, offsets, sizes, fragments_from, crops, positions, size: int):
-    """Add ``k`` 8x8 fragments per canvas outside the target's patch, clipped to [0, 1].
+def _add_clutter(canvases, offsets, sizes, fragments_from, crops, positions, size: int, piece: int = 8, overlap: bool = False):
+    """Add ``k`` ``piece x piece`` distractors per canvas by one of the two rules of
+    :mod:`mnist_loc.task`.
 
-    ``fragments_from`` uint8 ``[B, k, 28, 28]`` source digits, ``crops`` int32 ``[B, k, 2]``
-    top-left ``(x, y)`` of each crop in its digit, ``positions`` int32 ``[B, k, 2]`` where
-    it goes on the canvas. Crop and paste are one-hot matmuls, like the target's.
+    ``canvases`` float32 ``[B, S, S, 1]`` hold the target alone; ``fragments_from`` uint8
+    ``[B, k, 28, 28]`` source digits, ``crops`` int32 ``[B, k, 2]`` top-left ``(x, y)`` of
+    each crop in its digit, ``positions`` int32 ``[B, k, 2]`` where it goes on the canvas.
+    ``overlap=False``: pieces are cut off at the target's patch, added, clipped to [0, 1].
+    ``overlap=True`` (mnist_cluttered.lua): pieces summed and clipped at 1, then the
+    target added and the canvas clipped to [0, 1]. Crop and paste are one-hot matmuls.
     """
-    span = tf.range(CLUTTER_SIZE)
-    pick_rows = tf.one_hot(crops[..., 1:2] + span, DIGIT_SIZE)  # [B, k, 8, 28]
+    span = tf.range(piece)
+    pick_rows = tf.one_hot(crops[..., 1:2] + span, DIGIT_SIZE)  # [B, k, piece, 28]
     pick_columns = tf.one_hot(crops[..., 0:1] + span, DIGIT_SIZE)
     fragments = tf.matmul(pick_rows, tf.matmul(tf.cast(fragments_from, tf.float32) / 255.0, pick_columns, transpose_b=True))
-    to_rows = tf.one_hot(positions[..., 1:2] + span, size)  # [B, k, 8, S]
+    to_rows = tf.one_hot(positions[..., 1:2] + span, size)  # [B, k, piece, S]
     to_columns = tf.one_hot(positions[..., 0:1] + span, size)
-    placed = tf.matmul(fragments, to_columns)  # [B, k, 8, S]
+    placed = tf.matmul(fragments, to_columns)  # [B, k, piece, S]
     batch = tf.shape(placed)[0]
     # Sum over the k fragments inside one matmul: contract over (fragment, row).
     clutter = tf.matmul(
         tf.reshape(to_rows, [batch, -1, size]), tf.reshape(placed, [batch, -1, size]), transpose_a=True
-    )  # [B, S, S]
+    )[..., None]  # [B, S, S, 1]
+    if overlap:
+        return tf.clip_by_value(tf.minimum(clutter, 1.0) + canvases, 0.0, 1.0)
     canvas_index = tf.range(size)[None, :]
     inside_x = (canvas_index >= offsets[:, 0:1]) & (canvas_index < offsets[:, 0:1] + sizes[:, None])
     inside_y = (canvas_index >= offsets[:, 1:2]) & (canvas_index < offsets[:, 1:2] + sizes[:, None])
     outside = 1.0 - tf.cast(inside_y[:, :, None] & inside_x[:, None, :], tf.float32)
-    return tf.clip_by_value(canvases + clutter[..., None] * outside[..., None], 0.0, 1.0)
+    return tf.clip_by_value(canvases + clutter * outside[..., None], 0.0, 1.0)
 
 
 def _stream_key(seed: int, split_code: int, pass_index):
@@ -253,16 +324,18 @@ def random_offsets(num_examples: int, canvas_size: int, key):
     )
 
 
-def draw_layout(num_examples: int, key, *, canvas_size: int = 75, scale=(1.0, 1.0), clutter: int = 0) -> dict:
+def draw_layout(num_examples: int, key, task: Task = Task()) -> dict:
     """Every random choice of one pass of a split, row ``i`` for example ``i``.
 
-    Returns int32 tensors: ``offsets [N, 2]`` and ``sizes [N]`` of the target patch; with
-    clutter ``k``: ``sources [N, k]`` (index of another example of the split),
-    ``crops [N, k, 2]`` and ``positions [N, k, 2]``. At scale ``(1, 1)`` the offsets are
-    :func:`random_offsets`' (today's canvases, byte for byte).
+    Returns int32 tensors: ``offsets [N, 2]`` and ``sizes [N]`` of the target patch
+    (offsets uniform in ``0 .. S - s``, both ends included); with ``task.clutter = k``:
+    ``sources [N, k]`` (the digit each piece is cut from: another example of the split,
+    or with ``clutter_overlap`` any example, drawn with replacement), ``crops [N, k, 2]``
+    (uniform in ``0 .. 28 - piece``) and ``positions [N, k, 2]`` (uniform in
+    ``0 .. S - piece``). At scale ``(1, 1)`` the offsets are :func:`random_offsets`'.
     """
     fold = tf.random.experimental.stateless_fold_in
-    (lo, hi) = scale
+    canvas_size, (lo, hi), clutter, piece = task.canvas_size, task.scale, task.clutter, task.clutter_size
     if (lo, hi) == (1.0, 1.0):
         sizes = tf.fill([num_examples], DIGIT_SIZE)
         offsets = random_offsets(num_examples, canvas_size, key)
@@ -275,28 +348,31 @@ def draw_layout(num_examples: int, key, *, canvas_size: int = 75, scale=(1.0, 1.
         offsets = tf.minimum(tf.cast(tf.floor(unit * room), tf.int32), canvas_size - sizes[:, None])
     layout = {"offsets": offsets, "sizes": sizes}
     if clutter:
-        if num_examples < 2:
-            raise ValueError("clutter needs at least 2 digits in the split (fragments come from other digits)")
-        others = tf.random.stateless_uniform([num_examples, clutter], seed=fold(key, 4), maxval=num_examples - 1, dtype=tf.int32)
-        own = tf.range(num_examples)[:, None]
-        layout["sources"] = others + tf.cast(others >= own, tf.int32)  # skip the example itself
+        if task.clutter_overlap:
+            layout["sources"] = tf.random.stateless_uniform([num_examples, clutter], seed=fold(key, 7), maxval=num_examples, dtype=tf.int32)
+        else:
+            if num_examples < 2:
+                raise ValueError("clutter needs at least 2 digits in the split (fragments come from other digits)")
+            others = tf.random.stateless_uniform([num_examples, clutter], seed=fold(key, 4), maxval=num_examples - 1, dtype=tf.int32)
+            own = tf.range(num_examples)[:, None]
+            layout["sources"] = others + tf.cast(others >= own, tf.int32)  # skip the example itself
         layout["crops"] = tf.random.stateless_uniform(
-            [num_examples, clutter, 2], seed=fold(key, 5), maxval=DIGIT_SIZE - CLUTTER_SIZE + 1, dtype=tf.int32
+            [num_examples, clutter, 2], seed=fold(key, 5), maxval=DIGIT_SIZE - piece + 1, dtype=tf.int32
         )
         layout["positions"] = tf.random.stateless_uniform(
-            [num_examples, clutter, 2], seed=fold(key, 6), maxval=canvas_size - CLUTTER_SIZE + 1, dtype=tf.int32
+            [num_examples, clutter, 2], seed=fold(key, 6), maxval=canvas_size - piece + 1, dtype=tf.int32
         )
     return layout
 
 
-def _assemble(digits, indices, layout, canvas_size: int, box: str):
+def _assemble(digits, indices, layout, task: Task):
     """Canvases ``[K, S, S, 1]`` and boxes ``[K, 4]`` of examples ``indices`` of the split
     ``digits`` (uint8 ``[N, 28, 28, 1]``), placed by ``layout`` (their rows of :func:`draw_layout`)."""
-    canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], canvas_size, box)
+    canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], task.canvas_size, task.box)
     if "sources" in layout:
         canvases = _add_clutter(
             canvases, layout["offsets"], layout["sizes"], tf.gather(digits, layout["sources"])[..., 0],
-            layout["crops"], layout["positions"], canvas_size,
+            layout["crops"], layout["positions"], task.canvas_size, task.clutter_size, task.clutter_overlap,
         )
     return canvases, boxes
 
@@ -305,12 +381,9 @@ def make_canvas_dataset(
     images,
     labels,
     *,
+    task=None,
     batch_size: int = 64,
     num_classes: int = 10,
-    canvas_size: int = 75,
-    scale=(1.0, 1.0),
-    box: str = "patch",
-    clutter: int = 0,
     seed: int = 0,
     training: bool = False,
     split_code: int = 0,
@@ -322,12 +395,13 @@ def make_canvas_dataset(
     Args:
       images: uint8 ``[N, 28, 28, 1]`` digits.
       labels: int ``[N]`` class ids in ``[0, num_classes)``.
-      canvas_size, scale, box, clutter: the task, see :func:`make_dataset`.
-      training: if False, one pass in order with one fixed placement per seed and a
-        smaller last batch. If True, an endless stream of shuffled passes of
-        ``N // batch_size`` full batches; pass ``p`` is shuffled and placed with
-        ``(seed, p)``. ``first_step`` skips that many batches of the stream for
-        free (used to resume training mid-stream).
+      task: what the canvases are (a :class:`~mnist_loc.task.Task` or a name in
+        ``TASKS``; default the course task). Its dataset and splits are not used here.
+      training: if False, one pass in order (canvas ``i`` holds digit ``i``) with one
+        fixed placement per seed and a smaller last batch. If True, an endless stream
+        of shuffled passes of ``N // batch_size`` full batches; pass ``p`` is shuffled
+        and placed with ``(seed, p)``. ``first_step`` skips that many batches of the
+        stream for free (used to resume training mid-stream).
       split_code: keeps different splits' draws independent under one seed.
       num_parallel_calls: parallelism of the placement; it never changes the output.
 
@@ -336,9 +410,9 @@ def make_canvas_dataset(
       and ``{"classification": float32 one-hot [B, num_classes], "bounding_box":
       float32 [B, 4]}`` with boxes ``[xmin, ymin, xmax, ymax] / S``.
     """
+    task = get_task(task)
     batch_size = check_positive_int(batch_size, "batch_size")
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
-    canvas_size, scale, box, clutter = check_task(canvas_size, scale, box, clutter)
     seed = int(seed)
     images = np.asarray(images)
     labels = np.asarray(labels)
@@ -356,12 +430,12 @@ def make_canvas_dataset(
     # again for another dataset warns of a "closure mismatch".
     @tf.autograph.experimental.do_not_convert
     def assemble(indices, layout):
-        canvases, boxes = _assemble(digits, indices, layout, canvas_size, box)
+        canvases, boxes = _assemble(digits, indices, layout, task)
         return canvases, {"classification": tf.gather(classes, indices), "bounding_box": boxes}
 
     def layout_of_pass(pass_index):
         key = _stream_key(seed, split_code, pass_index)
-        return key, draw_layout(num_examples, key, canvas_size=canvas_size, scale=scale, clutter=clutter)
+        return key, draw_layout(num_examples, key, task)
 
     if not training:
         _, layout = layout_of_pass(0)
@@ -397,43 +471,31 @@ def make_canvas_dataset(
 def make_dataset(
     split: str,
     *,
+    task=None,
     batch_size: int = 64,
-    dataset: str = "mnist",
-    canvas_size: int = 75,
-    scale=(1.0, 1.0),
-    box: str = "patch",
-    clutter: int = 0,
     seed: int = 0,
     training=None,
+    first_step: int = 0,
     data_dir=None,
     download: bool = True,
-    first_step: int = 0,
+    digits: Digits | None = None,
 ) -> tf.data.Dataset:
-    """Batches of digits placed on black canvases, with class and box targets.
+    """Batches of a task's canvases, with class and box targets.
 
     Args:
-      split: ``"train"``, ``"validation"`` or ``"test"``.
+      split: ``"train"``, ``"validation"`` or ``"test"`` (cut by ``task.splits``).
+      task: what the canvases are: a :class:`~mnist_loc.task.Task` or a name in
+        ``TASKS`` (default ``"course"``: 28 px MNIST digits on 75x75, patch boxes).
       batch_size: examples per batch (> 0).
-      dataset: a tfds dataset of 28x28x1 uint8 images with class labels (default
-        ``"mnist"``); the class count comes from its info.
-      canvas_size: ``S``, an integer >= 28.
-      scale: ``(lo, hi)``: each digit is resized by a factor drawn log-uniformly from
-        ``[lo, hi]`` (``0.25 <= lo <= hi``, ``28 * hi <= S``); ``(1, 1)`` keeps 28 px.
-      box: ``"patch"`` (the pasted square) or ``"ink"`` (tightest box around pixels
-        ``>= INK_THRESHOLD``).
-      clutter: distractor fragments per canvas (8x8 crops of other digits, never
-        over the target's patch).
       seed: selects the placement (and, in training, the shuffle). The same seed
         always gives byte-identical canvases and boxes.
       training: default True for ``"train"``, else False. See
         :func:`make_canvas_dataset`: training is an endless stream of reshuffled,
         re-placed passes (use ``steps_per_epoch`` or ``take``); evaluation is one
-        pass with one fixed placement per seed.
-      data_dir: tfds data directory searched first (then ``$TFDS_DATA_DIR``, then
-        ``~/tensorflow_datasets``); see :func:`load_digit_arrays`.
-      download: if the dataset is prepared in none of them, download it once (default);
-        with False, raise :class:`DataNotFoundError` instead.
+        pass in the split's order with one fixed placement per seed.
       first_step: training only: start the stream at this batch (resume).
+      data_dir, download: where the digits are found or downloaded to
+        (:meth:`Digits.find`); or pass ``digits`` found once by :meth:`Digits.find`.
 
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``: images float32 ``[B, S, S, 1]`` in
@@ -441,20 +503,18 @@ def make_dataset(
       float32 [B, 4]}``, boxes ``[xmin, ymin, xmax, ymax] / S``.
     """
     _check_split(split)
+    task = get_task(task)
     batch_size = check_positive_int(batch_size, "batch_size")
-    canvas_size, scale, box, clutter = check_task(canvas_size, scale, box, clutter)
     if training is None:
         training = split == "train"
-    images, labels = load_digit_arrays(split, data_dir, download=download, dataset=dataset)
+    digits = _digits_for(task, digits, data_dir, download)
+    images, labels = digits.split(split)
     return make_canvas_dataset(
         images,
         labels,
+        task=task,
         batch_size=batch_size,
-        num_classes=len(class_names(dataset, data_dir, download=download)),
-        canvas_size=canvas_size,
-        scale=scale,
-        box=box,
-        clutter=clutter,
+        num_classes=len(digits.class_names),
         seed=seed,
         training=bool(training),
         split_code=_SPLIT_CODES[split],
@@ -462,23 +522,22 @@ def make_dataset(
     )
 
 
-def canvases_at(
-    split: str, indices, *, dataset: str = "mnist", canvas_size: int = 75, scale=(1.0, 1.0), box: str = "patch",
-    clutter: int = 0, seed: int = 0, data_dir=None, download: bool = True,
-):
+def canvases_at(split: str, indices, *, task=None, seed: int = 0, data_dir=None, download: bool = True, digits: Digits | None = None):
     """The fixed evaluation canvases of ``split`` at ``indices``, without building the rest.
 
     Same canvases and targets as example ``indices[i]`` of ``make_dataset(split,
-    training=False, ...)`` with the same task settings and seed.
+    training=False, task=task, seed=seed)``; ``data_dir``, ``download`` and ``digits``
+    as there.
 
     Returns ``(images float32 [K, S, S, 1], labels int64 [K], boxes float32 [K, 4])``.
     """
-    canvas_size, scale, box, clutter = check_task(canvas_size, scale, box, clutter)
-    images, labels = load_digit_arrays(split, data_dir, download=download, dataset=dataset)
+    task = get_task(task)
+    _check_split(split)
+    images, labels = _digits_for(task, digits, data_dir, download).split(split)
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= len(images)):
         raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")
-    layout = draw_layout(len(images), _stream_key(int(seed), _SPLIT_CODES[split], 0), canvas_size=canvas_size, scale=scale, clutter=clutter)
+    layout = draw_layout(len(images), _stream_key(int(seed), _SPLIT_CODES[split], 0), task)
     layout = tf.nest.map_structure(lambda t: tf.gather(t, indices), layout)
-    canvases, boxes = _assemble(images, tf.constant(indices, tf.int32), layout, canvas_size, box)
+    canvases, boxes = _assemble(images, tf.constant(indices, tf.int32), layout, task)
     return canvases.numpy(), labels[indices], boxes.numpy()

@@ -10,7 +10,8 @@ import keras
 from keras import layers, ops
 
 from .boxes import iou_tensor
-from .config import BOX_LOSSES, check_canvas_size, check_positive_int
+from .config import BOX_LOSSES
+from .task import check_canvas_size, check_positive_int
 
 
 def build_model(canvas_size: int = 75, num_classes: int = 10, *, dtype_policy=None) -> keras.Model:

@@ -20,6 +20,7 @@ from mnist_loc.data import DataNotFoundError, load_digits, make_canvas_dataset, 
 from mnist_loc.evaluation import evaluate, predict
 from mnist_loc.model import build_model, compile_model
 from mnist_loc.config import TrainConfig
+from mnist_loc.task import Task
 from mnist_loc.training import TrainingDiverged, train
 
 from conftest import ROOT, synthetic_digits
@@ -57,7 +58,7 @@ def test_predict_refuses_bad_images(model, images, error, match):
 
 def test_evaluate_refuses_bad_datasets(model):
     images, labels = synthetic_digits(4)
-    small = make_canvas_dataset(images, labels, batch_size=2, canvas_size=40)
+    small = make_canvas_dataset(images, labels, task=Task(canvas_size=40), batch_size=2)
     with pytest.raises(ValueError, match="model expects 75x75"):
         evaluate(model, small)
     good = make_canvas_dataset(images, labels, batch_size=2)
@@ -97,7 +98,7 @@ def test_iou_refuses_bad_boxes(pred, true, match):
 @pytest.mark.parametrize("canvas_size", [27, 0, 75.0, "75"])
 def test_bad_canvas_size(canvas_size, tmp_path):
     with pytest.raises(ValueError, match="canvas_size must be an integer >= 28|canvas_size must be >= 28"):
-        make_dataset("test", canvas_size=canvas_size, data_dir=str(tmp_path))
+        Task(canvas_size=canvas_size)
     with pytest.raises(ValueError, match="canvas_size"):
         build_model(canvas_size)
 

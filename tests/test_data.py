@@ -15,6 +15,7 @@ from mnist_loc.data import (
     place_digits,
     random_offsets,
 )
+from mnist_loc.task import TASKS, Task
 from conftest import synthetic_digits
 
 S = 75
@@ -27,7 +28,7 @@ def first_batch(ds):
 
 def test_shapes_dtypes_and_targets():
     images, labels = synthetic_digits(12)
-    x, onehot, boxes = first_batch(make_canvas_dataset(images, labels, batch_size=8, canvas_size=S))
+    x, onehot, boxes = first_batch(make_canvas_dataset(images, labels, batch_size=8))
     assert x.shape == (8, S, S, 1) and x.dtype == np.float32
     assert onehot.shape == (8, 10) and onehot.dtype == np.float32
     assert boxes.shape == (8, 4) and boxes.dtype == np.float32
@@ -126,13 +127,6 @@ def test_training_new_placement_each_pass_and_resume_mid_stream():
     resumed = make_canvas_dataset(images, labels, batch_size=8, training=True, seed=5, first_step=3)
     x, _ = next(iter(resumed))
     assert x.numpy().tobytes() == batches[3][0].tobytes()
-
-
-@pytest.mark.parametrize("bad", [27, 0, -5, 75.0, 75.5, "75", True])
-def test_bad_canvas_size(bad):
-    images, labels = synthetic_digits(4)
-    with pytest.raises(ValueError, match="canvas_size"):
-        make_canvas_dataset(images, labels, canvas_size=bad)
 
 
 @pytest.mark.parametrize("bad,error", [(0, ValueError), (-1, ValueError), (2.5, TypeError)])
@@ -256,7 +250,7 @@ def test_ink_box_of_a_thin_stroke_is_tight():
 
 
 def test_scale_draw_is_log_uniform_and_every_digit_fits():
-    layout = draw_layout(20000, tf.constant([0, 1], tf.int64), canvas_size=S, scale=(0.5, 2.0))
+    layout = draw_layout(20000, tf.constant([0, 1], tf.int64), Task(scale=(0.5, 2.0)))
     sizes, offsets = layout["sizes"].numpy(), layout["offsets"].numpy()
     assert sizes.min() == 14 and sizes.max() == 56
     assert (offsets >= 0).all() and (offsets + sizes[:, None] <= S).all()
@@ -269,19 +263,19 @@ def test_scale_draw_is_log_uniform_and_every_digit_fits():
 
 def test_scaled_ink_clutter_canvases_are_reproducible_across_parallelism():
     images, labels = synthetic_digits(40)
-    task = dict(scale=(0.5, 2.0), box="ink", clutter=4)
-    for training in (False, True):
-        a = make_canvas_dataset(images, labels, batch_size=8, seed=3, training=training, num_parallel_calls=1, **task)
-        b = make_canvas_dataset(images, labels, batch_size=8, seed=3, training=training, **task)
-        assert digest(a, 6) == digest(b, 6)
-    c = make_canvas_dataset(images, labels, batch_size=8, seed=4, **task)
+    for task in (TASKS["sized-cluttered"], TASKS["cluttered-60"]):
+        for training in (False, True):
+            a = make_canvas_dataset(images, labels, task=task, batch_size=8, seed=3, training=training, num_parallel_calls=1)
+            b = make_canvas_dataset(images, labels, task=task, batch_size=8, seed=3, training=training)
+            assert digest(a, 6) == digest(b, 6)
+    c = make_canvas_dataset(images, labels, task=task, batch_size=8, seed=4)
     assert digest(a, 6) != digest(c, 6)
 
 
 def test_clutter_leaves_the_target_and_its_box_intact():
     images, labels = synthetic_digits(40)
-    plain = make_canvas_dataset(images, labels, batch_size=40, scale=(0.5, 2.0), box="ink", seed=2)
-    cluttered = make_canvas_dataset(images, labels, batch_size=40, scale=(0.5, 2.0), box="ink", clutter=4, seed=2)
+    plain = make_canvas_dataset(images, labels, task="sized", batch_size=40, seed=2)
+    cluttered = make_canvas_dataset(images, labels, task="sized-cluttered", batch_size=40, seed=2)
     (x0, y0), (x1, y1) = next(iter(plain)), next(iter(cluttered))
     x0, x1 = x0.numpy()[..., 0], x1.numpy()[..., 0]
     np.testing.assert_array_equal(y0["bounding_box"].numpy(), y1["bounding_box"].numpy())
@@ -295,28 +289,11 @@ def test_clutter_leaves_the_target_and_its_box_intact():
 
 
 def test_clutter_fragments_come_from_other_digits():
-    layout = draw_layout(50, tf.constant([0, 5], tf.int64), canvas_size=S, clutter=6)
+    layout = draw_layout(50, tf.constant([0, 5], tf.int64), Task(clutter=6))
     sources = layout["sources"].numpy()
     assert sources.shape == (50, 6) and sources.min() >= 0 and sources.max() < 50
     assert not (sources == np.arange(50)[:, None]).any()
     assert (layout["positions"].numpy() <= S - 8).all() and (layout["crops"].numpy() <= 20).all()
-
-
-@pytest.mark.parametrize(
-    "task,match",
-    [
-        (dict(scale=(0.2, 1.0)), "0.25 <= lo <= hi"),
-        (dict(scale=(2.0, 1.0)), "0.25 <= lo <= hi"),
-        (dict(scale=(1.0, 3.0)), "larger than the 75 px canvas"),
-        (dict(scale=1.0), "pair"),
-        (dict(box="tight"), "box must be one of"),
-        (dict(clutter=-1), "clutter must be >= 0"),
-    ],
-)
-def test_bad_task_knobs(task, match):
-    images, labels = synthetic_digits(4)
-    with pytest.raises(ValueError, match=match):
-        make_canvas_dataset(images, labels, **task)
 
 
 def test_clutter_fragment_is_the_crop_pasted_where_drawn_and_cut_at_the_patch():
@@ -339,10 +316,104 @@ def test_clutter_fragment_is_the_crop_pasted_where_drawn_and_cut_at_the_patch():
 
 @pytest.mark.e2e
 def test_canvases_at_matches_the_dataset_for_a_harder_task(mnist_dir):
-    task = dict(scale=(0.5, 2.0), box="ink", clutter=2)
-    x, y = next(iter(make_dataset("test", batch_size=100, data_dir=mnist_dir, seed=4, **task)))
+    task = TASKS["sized"].replace(clutter=2)
+    x, y = next(iter(make_dataset("test", task=task, batch_size=100, data_dir=mnist_dir, seed=4)))
     idx = [0, 7, 99]
-    canvases, labels, boxes = canvases_at("test", idx, data_dir=mnist_dir, seed=4, **task)
+    canvases, labels, boxes = canvases_at("test", idx, task=task, data_dir=mnist_dir, seed=4)
     assert canvases.tobytes() == x.numpy()[idx].tobytes()
     np.testing.assert_array_equal(boxes, y["bounding_box"].numpy()[idx])
     np.testing.assert_array_equal(labels, y["classification"].numpy()[idx].argmax(-1))
+
+
+# --- the literature's tasks: DeepMind's mnist-cluttered rules ---
+
+def test_a_distractor_over_the_target_adds_and_clips():
+    from mnist_loc.data import _add_clutter
+
+    size = 60
+    target_digit = np.zeros((1, 28, 28, 1), np.uint8)
+    target_digit[0, 10:14, 10:14] = 200
+    target, _ = place_digits(target_digit, [[5, 7]], size)  # target pixels at rows 17..20, columns 15..18
+    source = np.zeros((1, 2, 28, 28), np.uint8)
+    source[0, 0, 0:8, 0:8] = 100  # first piece: 100 everywhere in its crop at (0, 0)
+    source[0, 1, 20:28, 20:28] = 60  # second piece: 60, cropped at the far corner (20, 20)
+    crops = np.array([[[0, 0], [20, 20]]], np.int32)
+    positions = np.array([[[14, 16], [16, 18]]], np.int32)  # both over the target, overlapping each other
+    args = (tf.constant([[5, 7]]), tf.constant([28]), tf.constant(source), tf.constant(crops), tf.constant(positions), size, 8)
+    out = _add_clutter(target, *args, overlap=True).numpy()[0, ..., 0]
+    # By hand, in gray levels: target 200, pieces 100 and 60.
+    assert out[16, 14] == pytest.approx(100 / 255)  # first piece alone
+    assert out[24, 22] == pytest.approx(60 / 255)  # second piece alone
+    assert out[19, 17] == pytest.approx(1.0)  # target 200 + 100 + 60 = 360 clips at 255
+    assert out[17, 15] == pytest.approx(1.0)  # target 200 + first 100 = 300 clips
+    assert out[22, 19] == pytest.approx(160 / 255)  # both pieces, no target: 100 + 60
+    assert out[0, 0] == 0.0
+    cut = _add_clutter(target, *args, overlap=False).numpy()[0, ..., 0]
+    assert cut[19, 17] == pytest.approx(200 / 255), "mnist_loc's own rule keeps the target's patch clear"
+
+
+def test_distractors_sum_clips_at_one_before_the_target_is_added():
+    from mnist_loc.data import _add_clutter
+
+    source = np.full((1, 2, 28, 28), 200, np.uint8)
+    positions = np.array([[[0, 0], [0, 0]]], np.int32)
+    target = np.zeros((1, 28, 28, 1), np.float32)
+    out = _add_clutter(tf.constant(target), tf.constant([[0, 0]]), tf.constant([28]), tf.constant(source),
+                       tf.zeros((1, 2, 2), tf.int32), tf.constant(positions), 28, 8, overlap=True).numpy()
+    assert out.max() == 1.0 and out[0, 8:, 8:].max() == 0.0
+
+
+def test_literature_layout_offsets_reach_both_ends_and_sources_repeat():
+    for name in ("translated-60", "cluttered-60", "cluttered-100"):
+        task = TASKS[name]
+        layout = draw_layout(20000, tf.constant([0, 9], tf.int64), task)
+        offsets = layout["offsets"].numpy()
+        assert offsets.min() == 0 and offsets.max() == task.canvas_size - 28
+        assert set(np.unique(offsets)) == set(range(task.canvas_size - 28 + 1))
+        if task.clutter:
+            crops, positions, sources = (layout[k].numpy() for k in ("crops", "positions", "sources"))
+            assert crops.min() == 0 and crops.max() == 20
+            assert positions.min() == 0 and positions.max() == task.canvas_size - 8
+            assert sources.min() == 0 and sources.max() == 19999
+            assert (sources == np.arange(20000)[:, None]).any(), "drawn with replacement: a piece may come from the target's own digit"
+
+
+def test_literature_canvas_is_distractors_then_target_by_a_numpy_reference():
+    images, labels = synthetic_digits(30, seed=4)
+    task = TASKS["cluttered-60"]
+    x, y = next(iter(make_canvas_dataset(images, labels, task=task, batch_size=30, seed=6)))
+    x, boxes = x.numpy()[..., 0], y["bounding_box"].numpy()
+    from mnist_loc.data import _stream_key  # make_canvas_dataset draws with split_code 0
+
+    layout = {k: v.numpy() for k, v in draw_layout(30, _stream_key(6, 0, 0), task).items()}
+    for i in range(30):
+        canvas = np.zeros((60, 60), np.float64)
+        for (cx, cy), (px, py), src in zip(layout["crops"][i], layout["positions"][i], layout["sources"][i]):
+            canvas[py:py + 8, px:px + 8] += images[src, cy:cy + 8, cx:cx + 8, 0] / 255.0
+        canvas = np.minimum(canvas, 1.0)
+        ox, oy = layout["offsets"][i]
+        canvas[oy:oy + 28, ox:ox + 28] += images[i, ..., 0] / 255.0
+        np.testing.assert_allclose(x[i], np.clip(canvas, 0, 1), atol=1e-6)
+        np.testing.assert_allclose(boxes[i], np.array([ox, oy, ox + 28, oy + 28]) / 60, atol=1e-7)
+
+
+@pytest.mark.e2e
+def test_mnist_cluttered_splits_are_mnist_file_order(mnist_dir):
+    from mnist_loc.data import Digits
+
+    digits = Digits.find("cluttered-60", mnist_dir)
+    sizes = {s: len(digits.split(s)[1]) for s in ("train", "validation", "test")}
+    assert sizes == {"train": 50_000, "validation": 10_000, "test": 10_000}
+    # The first labels of MNIST's files (train-labels-idx1-ubyte, t10k-labels-idx1-ubyte).
+    assert digits.split("train")[1][:20].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5, 3, 6, 1, 7, 2, 8, 6, 9]
+    assert digits.split("test")[1][:20].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9, 0, 6, 9, 0, 1, 5, 9, 7, 3, 4]
+    course = Digits.find("course", mnist_dir)
+    whole = np.concatenate([digits.split("train")[0], digits.split("validation")[0]])
+    assert sorted(map(bytes, whole[::997])) != [], "same digits, other order"
+    tfds_order = np.concatenate([course.split("train")[0], course.split("validation")[0]])
+    assert whole.shape == tfds_order.shape and whole.tobytes() != tfds_order.tobytes()
+    assert np.array_equal(np.sort(whole.reshape(60000, -1).sum(1)), np.sort(tfds_order.reshape(60000, -1).sum(1)))
+    ds = make_dataset("test", task="cluttered-60", batch_size=50, data_dir=mnist_dir)
+    x, y = next(iter(ds))
+    assert x.shape == (50, 60, 60, 1)
+    np.testing.assert_array_equal(y["classification"].numpy().argmax(-1), digits.split("test")[1][:50])  # canvas i holds digit i

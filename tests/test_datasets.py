@@ -262,18 +262,19 @@ def tiny_glyphs_builder(folder):
 
 def test_another_tfds_dataset_sizes_the_task_and_the_model(tmp_path, monkeypatch):
     from mnist_loc.config import TrainConfig
+    from mnist_loc.task import Task
     from mnist_loc.training import train
 
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     builder = tiny_glyphs_builder(tmp_path)
     name = builder.name
     assert name == "tiny_glyphs"
-    assert data.class_names(name, str(tmp_path), download=False) == list(GLYPHS)
-    sizes = {split: len(data.load_digit_arrays(split, str(tmp_path), dataset=name)[0]) for split in ("train", "validation", "test")}
+    assert data.class_names(Task(dataset=name), str(tmp_path), download=False) == list(GLYPHS)
+    sizes = {split: len(data.load_digit_arrays(split, str(tmp_path), task=Task(dataset=name))[0]) for split in ("train", "validation", "test")}
     assert sizes == {"train": 22, "validation": 2, "test": 12}, "validation is the last twelfth of train"
-    x, targets = next(iter(data.make_dataset("test", batch_size=12, dataset=name, data_dir=str(tmp_path), scale=(0.5, 2.0), box="ink", clutter=2)))
+    x, targets = next(iter(data.make_dataset("test", task=Task(dataset=name, scale=(0.5, 2.0), box="ink", clutter=2), batch_size=12, data_dir=str(tmp_path))))
     assert x.shape == (12, 75, 75, 1) and targets["classification"].shape == (12, 3)
-    result = train(TrainConfig(dataset=name, epochs=1, steps_per_epoch=2, batch_size=8, validation_batch_size=2), data_dir=str(tmp_path), verbose=0)
+    result = train(TrainConfig(task=Task(dataset=name), epochs=1, steps_per_epoch=2, batch_size=8, validation_batch_size=2), data_dir=str(tmp_path), verbose=0)
     assert result.model.output["classification"].shape[-1] == 3
 
 

@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from mnist_loc.boxes import iou
 from mnist_loc.data import _stream_key, make_canvas_dataset, place_digits, random_offsets
+from mnist_loc.task import Task
 
 coord = st.floats(min_value=-100, max_value=100, allow_nan=False, width=64)
 size = st.floats(min_value=0.01, max_value=50, allow_nan=False, width=64)
@@ -72,6 +73,6 @@ def test_placement_keeps_ink_inside_box(seed, canvas_size, index, pass_index):
 def test_dataset_pixel_sums_match_digits(seed, canvas_size):
     rng = np.random.default_rng(seed)
     digits = rng.integers(0, 256, size=(6, 28, 28, 1), dtype=np.uint8)
-    ds = make_canvas_dataset(digits, np.arange(6), batch_size=6, canvas_size=canvas_size, seed=seed)
+    ds = make_canvas_dataset(digits, np.arange(6), task=Task(canvas_size=canvas_size), batch_size=6, seed=seed)
     images, targets = next(iter(ds))
     np.testing.assert_allclose(images.numpy().sum(axis=(1, 2, 3)), digits.astype(np.float32).sum(axis=(1, 2, 3)) / 255.0, rtol=1e-5)

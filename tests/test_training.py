@@ -176,14 +176,31 @@ def test_mirrored_strategy_over_two_cpu_devices_learns(mnist_dir):
     assert result["accuracy"] > 0.6 and result["mean_iou"] > 0.5
 
 
-def test_recipe_for_a_task():
-    from mnist_loc.config import _SIZED_TASK_RECIPE
+def test_recipe_for_a_task_is_chosen_by_name_not_guessed():
+    from mnist_loc.task import TASKS
 
-    assert TrainConfig.for_task() == TrainConfig()
-    sized = TrainConfig.for_task(scale=(0.5, 2.0), box="ink", clutter=4)
-    assert (sized.scale, sized.box, sized.clutter) == ((0.5, 2.0), "ink", 4)
-    for field, value in _SIZED_TASK_RECIPE.items():
-        assert getattr(sized, field) == value
-    assert TrainConfig.for_task(scale=(0.5, 2.0), epochs=3).epochs == 3, "overrides win over the recipe"
-    assert TrainConfig.lab(scale=[0.5, 2]).scale == (0.5, 2.0)
-    assert TrainConfig(scale=[0.5, 2]).to_dict()["scale"] == [0.5, 2.0]
+    assert TrainConfig.for_task() == TrainConfig() == TrainConfig.for_task("course")
+    sized = TrainConfig.for_task("sized-cluttered")
+    assert sized.task == TASKS["sized-cluttered"]
+    assert (sized.epochs, sized.learning_rate, sized.box_loss_weight, sized.ema_momentum) == (20, 5e-3, 1.0, 0.999)
+    own = TASKS["sized"].replace(clutter=2)  # a task of your own: no name, so the defaults...
+    assert TrainConfig.for_task(own).epochs == TrainConfig().epochs
+    assert TrainConfig.for_task(own, recipe="sized").epochs == 20  # ...unless a recipe is named
+    assert TrainConfig.for_task("sized", epochs=3).epochs == 3, "overrides win over the recipe"
+    with pytest.raises(ValueError, match="unknown recipe"):
+        TrainConfig.for_task(own, recipe="huge")
+    with pytest.raises(ValueError, match="unknown task 'cluttered'"):
+        TrainConfig(task="cluttered")
+    assert TrainConfig.lab(task="cluttered-60").task.canvas_size == 60
+
+
+def test_config_round_trips_through_json_and_names_its_recipe():
+    config = TrainConfig.for_task("cluttered-100", epochs=1, seed=3)
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.task.name == "cluttered-100"
+    assert config.recipe_label() == "default (epochs=1)"
+    assert TrainConfig.lab(task="sized", seed=2).recipe_label() == "lab"
+    assert TrainConfig.for_task("sized").recipe_label() == "default"
+    legacy = {k: v for k, v in TrainConfig().to_dict().items() if k != "task"}
+    legacy.update(dataset="mnist", canvas_size=75, scale=[0.5, 2.0], box="ink", clutter=4)
+    assert TrainConfig.from_dict(legacy).task.name == "sized-cluttered", "metrics.json written before tasks were values"

@@ -1,0 +1,179 @@
+"""What the canvases are: a task is a frozen value, checked on construction.
+
+Pure Python (no TensorFlow, no model): ``data`` renders a task's canvases, ``config``
+holds one in a training recipe, ``task.json`` beside a saved model is one. Boxes are
+``[xmin, ymin, xmax, ymax]`` normalized to the canvas everywhere.
+
+Two clutter rules:
+
+- ``clutter_overlap=False`` (mnist_loc's tasks): the target is pasted first; each
+  fragment is a crop of *another* digit of the split, added where it is drawn but cut
+  off at the target's patch, so the target's pixels and box are its own.
+- ``clutter_overlap=True`` (DeepMind's ``mnist_cluttered.lua``, the RAM / DRAW tasks):
+  distractors first, each a crop of a digit drawn uniformly *with replacement* from the
+  split (it may be the target's own digit), at any position, added; the sum is clipped
+  at 1; then the target is added and the canvas clipped to [0, 1]. Distractors may
+  cover each other and the target.
+
+Two ways to cut the splits:
+
+- ``splits="tfds"``: tfds' record order; validation is the last twelfth of tfds' train
+  split (MNIST: 55,000 / 5,000 / 10,000).
+- ``splits="mnist-cluttered"``: MNIST's own file order (as ``download_mnist.lua`` reads
+  it; tfds shuffles records by a hash of each example's index, which is undone), train =
+  the first 50,000 training digits, validation = the last 10,000, test = the 10,000 test
+  digits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral
+
+DIGIT_SIZE = 28
+BOX_DEFINITIONS = ("patch", "ink")  # the pasted square, or the tightest box around the ink
+SPLIT_RULES = ("tfds", "mnist-cluttered")
+MIN_SCALE = 0.25
+# Datasets whose tfds records are keyed by their index in the original files, so that
+# splits="mnist-cluttered" can restore the file order.
+FILE_ORDER_DATASETS = ("mnist", "fashion_mnist")
+MNIST_CLUTTERED_VALIDATION = 10_000
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as int, or raise a clear error if it is not an integer >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_canvas_size(canvas_size) -> int:
+    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit)."""
+    if isinstance(canvas_size, bool) or not isinstance(canvas_size, Integral):
+        raise ValueError(f"canvas_size must be an integer >= {DIGIT_SIZE}, got {canvas_size!r}")
+    if canvas_size < DIGIT_SIZE:
+        raise ValueError(f"canvas_size must be >= {DIGIT_SIZE} so a 28x28 digit fits, got {canvas_size}")
+    return int(canvas_size)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything that defines the canvases of a localization task.
+
+    Fields:
+      dataset: a tfds image-classification dataset of 28x28x1 uint8 digits (``"mnist"``,
+        ``"fashion_mnist"``, ``"kmnist"``, ...).
+      canvas_size: ``S``, the side of the square black canvas (>= 28).
+      scale: ``(lo, hi)``; each digit is resized by a factor drawn log-uniformly in it
+        (``0.25 <= lo <= hi``, ``28 * hi <= S``); ``(1, 1)`` keeps 28 px.
+      box: ``"patch"`` (the pasted square) or ``"ink"`` (tightest box around pixels >= 0.1).
+      clutter: distractor pieces per canvas (>= 0).
+      clutter_size: side of each piece, a crop of a 28x28 digit (1..28; 8 in the papers).
+      clutter_overlap: whether pieces may overlap the target (see the module doc).
+      splits: ``"tfds"`` or ``"mnist-cluttered"`` (see the module doc).
+    """
+
+    dataset: str = "mnist"
+    canvas_size: int = 75
+    scale: tuple = (1.0, 1.0)
+    box: str = "patch"
+    clutter: int = 0
+    clutter_size: int = 8
+    clutter_overlap: bool = False
+    splits: str = "tfds"
+
+    def __post_init__(self):
+        if not (isinstance(self.dataset, str) and self.dataset):
+            raise ValueError(f"dataset must be a tfds dataset name, got {self.dataset!r}")
+        size = check_canvas_size(self.canvas_size)
+        try:
+            lo, hi = (float(v) for v in self.scale)
+        except (TypeError, ValueError):
+            raise ValueError(f"scale must be a pair (lo, hi) of numbers, got {self.scale!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and MIN_SCALE <= lo <= hi):
+            raise ValueError(f"scale must satisfy {MIN_SCALE} <= lo <= hi, got ({lo:g}, {hi:g})")
+        if DIGIT_SIZE * hi > size:
+            raise ValueError(f"scale hi={hi:g} makes a {DIGIT_SIZE * hi:g} px digit, larger than the {size} px canvas")
+        if self.box not in BOX_DEFINITIONS:
+            raise ValueError(f"box must be one of {BOX_DEFINITIONS}, got {self.box!r}")
+        check_positive_int(self.clutter, "clutter", minimum=0)
+        check_positive_int(self.clutter_size, "clutter_size")
+        if self.clutter_size > DIGIT_SIZE:
+            raise ValueError(f"clutter_size must be <= {DIGIT_SIZE} (a crop of a digit), got {self.clutter_size}")
+        if not isinstance(self.clutter_overlap, bool):
+            raise TypeError(f"clutter_overlap must be True or False, got {self.clutter_overlap!r}")
+        if self.splits not in SPLIT_RULES:
+            raise ValueError(f"splits must be one of {SPLIT_RULES}, got {self.splits!r}")
+        if self.splits == "mnist-cluttered" and self.dataset not in FILE_ORDER_DATASETS:
+            raise ValueError(f"splits='mnist-cluttered' needs the original file order, known for {FILE_ORDER_DATASETS}, not {self.dataset!r}")
+        for name, value in (("canvas_size", size), ("scale", (lo, hi)), ("clutter", int(self.clutter)), ("clutter_size", int(self.clutter_size))):
+            object.__setattr__(self, name, value)  # normalized: ints, a tuple of floats
+
+    def to_dict(self) -> dict:
+        """Every field, JSON-ready (``scale`` as a list)."""
+        return {**dataclasses.asdict(self), "scale": list(self.scale)}
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> "Task":
+        """The task of :meth:`to_dict` (or of an older ``task.json``: missing fields take
+        their defaults; ``class_names`` and ``name`` are ignored). Unknown keys are refused."""
+        fields = {k: v for k, v in fields.items() if k not in ("class_names", "name")}
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown task field(s) {', '.join(unknown)}")
+        return cls(**fields)
+
+    @property
+    def name(self) -> str | None:
+        """The name of this task in :data:`TASKS`, or None for a task of your own."""
+        return next((name for name, task in TASKS.items() if task == self), None)
+
+    def describe(self) -> str:
+        """One line: what the canvases are."""
+        lo, hi = self.scale
+        parts = [f"{self.dataset} on {self.canvas_size}x{self.canvas_size}"]
+        parts.append("28 px digits" if (lo, hi) == (1.0, 1.0) else f"scale {lo:g}-{hi:g}")
+        parts.append(f"{self.box} boxes")
+        if self.clutter:
+            rule = "may overlap the target" if self.clutter_overlap else "outside the target"
+            parts.append(f"{self.clutter} distractors of {self.clutter_size}x{self.clutter_size} ({rule})")
+        parts.append("mnist-cluttered splits 50k/10k/10k" if self.splits == "mnist-cluttered" else "tfds splits")
+        label = f"{self.name}: " if self.name else ""
+        return label + ", ".join(parts)
+
+    def replace(self, **changes) -> "Task":
+        """A copy with some fields changed (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+_LITERATURE = dict(clutter_overlap=True, splits="mnist-cluttered")
+
+TASKS: dict = {
+    # The course lab's canvases: a 28 px digit anywhere on 75x75, its 28x28 patch as the box.
+    "course": Task(),
+    # mnist_loc's harder tasks: digits resized 0.5-2x with tight ink boxes, then with clutter.
+    "sized": Task(scale=(0.5, 2.0), box="ink"),
+    "sized-cluttered": Task(scale=(0.5, 2.0), box="ink", clutter=4),
+    # The literature's, by DeepMind's mnist-cluttered: 60x60 translated MNIST (RAM, Mnih et
+    # al. 2014), 60x60 with 4 distractors (RAM), 100x100 with 8 (RAM, DRAW).
+    "translated-60": Task(canvas_size=60, splits="mnist-cluttered"),
+    "cluttered-60": Task(canvas_size=60, clutter=4, **_LITERATURE),
+    "cluttered-100": Task(canvas_size=100, clutter=8, **_LITERATURE),
+}
+
+
+def get_task(task) -> Task:
+    """A :class:`Task` from a task or a name in :data:`TASKS` (None: ``"course"``)."""
+    if task is None:
+        return TASKS["course"]
+    if isinstance(task, Task):
+        return task
+    if isinstance(task, str):
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; named tasks are {', '.join(TASKS)}")
+        return TASKS[task]
+    raise TypeError(f"task must be a Task or the name of one, got {task!r}")
