@@ -62,7 +62,7 @@ def load_model(path) -> keras.Model:
                 raise ModelFileError(f"{path} is not a Keras model (no config.json inside)")
             if archive.testzip() is not None:
                 raise ModelFileError(f"{path} is corrupt (a member fails its checksum)")
-            foreign = _foreign_names(json.loads(archive.read("config.json")))
+            foreign = _foreign_names(json.loads(archive.read("config.json")), set(keras.saving.get_custom_objects()))
         if foreign:
             raise ModelFileError(
                 f"refused to load {path}: its config names {foreign[0]}, which is neither Keras nor "
@@ -85,18 +85,21 @@ def load_model(path) -> keras.Model:
         raise ModelFileError(f"could not load {path} as a Keras model: {type(error).__name__}: {error}") from None
 
 
-def _foreign_names(config) -> list:
+def _foreign_names(config, registered=frozenset()) -> list:
     """Every ``module.class_name`` an archived config asks the loader to import from outside
     Keras and mnist_loc (e.g. ``os.system`` as an activation, ``subprocess.Popen`` as a layer).
 
-    Keras' safe mode refuses these too (tests pin it); checking first gives a clear reason.
+    Classes registered with ``keras.saving.register_keras_serializable`` (their
+    ``registered_name`` in ``registered``) are allowed: Keras resolves those names to the
+    registered class, never by importing the module. Keras' safe mode refuses the others
+    too (tests pin it); checking first gives a clear reason.
     """
     found, stack = [], [config]
     while stack:
         node = stack.pop()
         if isinstance(node, dict):
             module = node.get("module")
-            if "class_name" in node and module is not None:
+            if "class_name" in node and module is not None and node.get("registered_name") not in registered:
                 if not isinstance(module, str) or module.split(".")[0] not in ("keras", "mnist_loc"):
                     found.append(f"{module}.{node.get('config') if node.get('class_name') == 'function' else node['class_name']}")
             stack.extend(node.values())
@@ -113,23 +116,35 @@ def task_path(model_path) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path))), TASK_FILE)
 
 
-def read_task(model_path) -> dict:
-    """The task a saved model was trained on, as keyword arguments of ``make_dataset``
-    plus ``class_names``; the course task (MNIST, 75 px, scale 1, patch boxes, no
-    clutter) for a model saved without ``task.json``."""
+def read_task(model_path):
+    """The task a saved model was trained on and its class names: ``(Task, list)``, or
+    ``(None, None)`` for a model saved without ``task.json``. Raises ValueError for a
+    ``task.json`` that is not a task."""
+    from .task import Task
+
     path = task_path(model_path)
     if not os.path.exists(path):
-        return {"dataset": "mnist", "canvas_size": None, "scale": [1.0, 1.0], "box": "patch", "clutter": 0, "class_names": None}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            fields = json.load(f)
+        return Task.from_dict(fields), fields.get("class_names")
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not a task ({' '.join(str(error).split())})") from None
 
 
-def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None) -> dict:
+def describe_model(model: keras.Model) -> dict:
+    """What a run records of its model: ``name``, ``class`` (module.qualname) and ``parameters``."""
+    cls = type(model)
+    return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(model.count_params())}
+
+
+def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None, extra=None) -> dict:
     """Write a finished run: ``model.keras``, ``metrics.json``, ``history.csv`` (and
     ``predictions.png``, and ``task.json`` when ``task`` is given).
 
-    ``metrics.json`` is ``report`` plus ``train_seconds``, ``config``, ``task`` and
-    library versions; it is returned. ``task.json`` (the dataset, task knobs and class
+    ``metrics.json`` is ``report`` plus ``train_seconds``, ``config``, ``task``, the
+    model (:func:`describe_model`), library versions and ``extra``; it is returned. ``task.json`` (the dataset, task knobs and class
     names) lets ``evaluate``/``predict`` recreate matching canvases from the model alone.
     Every file is written atomically, with ``out_dir`` locked (:func:`output_lock`).
     """
@@ -144,6 +159,8 @@ def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: d
         "train_seconds": float(train_seconds),
         "config": config,
         **({"task": task} if task is not None else {}),
+        "model": describe_model(model),
+        **(extra or {}),
         "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
     }
     with output_lock(out_dir):

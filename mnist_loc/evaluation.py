@@ -61,9 +61,11 @@ def check_images(images, canvas_size: int) -> np.ndarray:
     return array
 
 
-def check_dataset(dataset: tf.data.Dataset, canvas_size: int) -> None:
+def check_dataset(dataset: tf.data.Dataset, canvas_size: int | None = None) -> int:
     """Raise naming the problem unless ``dataset`` yields ``(float32 [B, S, S, 1], targets)``
-    with ``targets = {"classification": [B, 10], "bounding_box": [B, 4]}``."""
+    with ``targets = {"classification": [B, C], "bounding_box": [B, 4]}``; return ``S``.
+
+    ``canvas_size``: the side the model expects, if it declares one."""
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict)):
         raise ValueError("the dataset must yield (images, {'classification': ..., 'bounding_box': ...}) batches, as make_dataset does")
@@ -77,12 +79,25 @@ def check_dataset(dataset: tf.data.Dataset, canvas_size: int) -> None:
         raise ValueError(f"the dataset's images must be batches [B, S, S, 1] (rank 4), got shape {shape}")
     if shape[3] != 1:
         raise ValueError(f"the dataset's images must have 1 channel, got {shape[3]}")
-    if shape[1:3] != (canvas_size, canvas_size):
+    if canvas_size is not None and shape[1:3] != (canvas_size, canvas_size):
         raise ValueError(f"the dataset's images are {shape[1]}x{shape[2]}, the model expects {canvas_size}x{canvas_size} canvases")
+    if shape[1] is None or shape[1] != shape[2]:
+        raise ValueError(f"the dataset's images must be square canvases of a known size, got shape {shape}")
+    return int(shape[1])
 
 
-def model_canvas_size(model: keras.Model) -> int:
-    return int(model.input_shape[1])
+def model_canvas_size(model: keras.Model) -> int | None:
+    """The canvas side a model declares in its input (functional models), else None.
+
+    Subclassed models declare none; then the canvases' own size is used.
+    """
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if isinstance(shape, tuple) and len(shape) == 4 and isinstance(shape[1], int):
+        return shape[1]
+    return None
 
 
 # Test-time augmentation: the canvas and four copies shifted 2 px right, left, down and up
@@ -98,11 +113,11 @@ def _forward(model: keras.Model, tta: bool):
     predict_on_batch, which under a MirroredStrategy returns every replica's copy."""
     if not tta:
         return tf.function(lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
-    size = model_canvas_size(model)
     margin = max(abs(v) for shift in TTA_SHIFTS for v in shift)
-    offsets = tf.constant([[dx, dy, dx, dy] for dx, dy in TTA_SHIFTS], tf.float32) / size
 
     def averaged(x):
+        size = int(x.shape[1])
+        offsets = tf.constant([[dx, dy, dx, dy] for dx, dy in TTA_SHIFTS], tf.float32) / size
         padded = tf.pad(tf.cast(x, tf.float32), [[0, 0], [margin, margin], [margin, margin], [0, 0]])
         # A view shifted by (dx, dy) reads the padded canvas from (margin - dy, margin - dx).
         views = [padded[:, margin - dy: margin - dy + size, margin - dx: margin - dx + size, :] for dx, dy in TTA_SHIFTS]
@@ -115,20 +130,23 @@ def _forward(model: keras.Model, tta: bool):
     return tf.function(averaged, autograph=False, reduce_retracing=True)
 
 
-def predict(model: keras.Model, images, batch_size: int = 500, *, tta: bool = False) -> dict:
-    """Run the model on canvases (see :func:`check_images` for accepted forms).
+def predict(model: keras.Model, images, batch_size: int = 500, *, tta: bool = False, canvas_size: int | None = None) -> dict:
+    """Run any model with the two outputs on canvases (see :func:`check_images` for accepted forms).
 
-    Returns ``{"labels": int64 [N], "confidence": float32 [N], "probabilities":
-    float32 [N, C], "boxes": float32 [N, 4]}``, boxes ``[xmin, ymin, xmax, ymax]``
-    normalized to the canvas. ``tta``: average over shifted copies (:data:`TTA_SHIFTS`).
+    ``canvas_size``: the side the images must have (default: what the model declares,
+    else the images' own). Returns ``{"labels": int64 [N], "confidence": float32 [N],
+    "probabilities": float32 [N, C], "boxes": float32 [N, 4]}``, boxes ``[xmin, ymin,
+    xmax, ymax]`` normalized to the canvas. ``tta``: average over shifted copies
+    (:data:`TTA_SHIFTS`).
     """
-    canvases = check_images(images, model_canvas_size(model))
-    if tta:
-        forward = _forward(model, tta=True)
-        parts = [forward(canvases[i: i + batch_size]) for i in range(0, len(canvases), batch_size)]
-        outputs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("classification", "bounding_box")}
-    else:
-        outputs = model.predict(canvases, batch_size=batch_size, verbose=0)
+    size = canvas_size or model_canvas_size(model)
+    if size is None:
+        shape = np.shape(images)
+        size = shape[1] if len(shape) == 4 or (len(shape) == 3 and shape[0] != shape[1]) else shape[0]
+    canvases = check_images(images, int(size))
+    forward = _forward(model, tta)
+    parts = [forward(canvases[i: i + batch_size]) for i in range(0, len(canvases), batch_size)]
+    outputs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("classification", "bounding_box")}
     probabilities = np.asarray(outputs["classification"], np.float32)
     return {
         "labels": probabilities.argmax(-1).astype(np.int64),
@@ -142,12 +160,12 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool =
     """Predict a finite dataset of ``(images, targets)`` batches in one pass.
 
     Returns numpy arrays: ``true_labels`` int64 ``[N]``, ``true_boxes`` float32
-    ``[N, 4]``, and ``labels``, ``confidence``, ``boxes`` as in :func:`predict`
-    (``tta`` as there).
+    ``[N, 4]``, and ``labels``, ``confidence``, ``probabilities``, ``boxes`` as in
+    :func:`predict` (``tta`` as there). Works for any model with the two outputs.
     """
     check_dataset(dataset, model_canvas_size(model))
     forward = _forward(model, tta)
-    parts = {"true_labels": [], "true_boxes": [], "labels": [], "confidence": [], "boxes": []}
+    parts = {"true_labels": [], "true_boxes": [], "labels": [], "confidence": [], "probabilities": [], "boxes": []}
     for images, targets in dataset:
         if not np.all(np.isfinite(images.numpy())):
             raise ValueError("the dataset's images contain NaN or infinite pixels")
@@ -157,6 +175,7 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool =
         parts["true_boxes"].append(targets["bounding_box"].numpy())
         parts["labels"].append(probabilities.argmax(-1))
         parts["confidence"].append(probabilities.max(-1))
+        parts["probabilities"].append(probabilities.astype(np.float32))
         parts["boxes"].append(np.asarray(outputs["bounding_box"], np.float32))
     if not parts["labels"]:
         raise ValueError("the dataset is empty")
@@ -212,8 +231,11 @@ def report(true_labels, pred_labels, true_boxes, pred_boxes, *, num_classes: int
     return result
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False) -> dict:
-    """Score ``model`` on a finite dataset of ``(images, targets)`` batches.
+def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False, return_predictions: bool = False):
+    """Score any model with the two outputs on a finite dataset of ``(images, targets)`` batches.
+
+    With ``return_predictions``, returns ``(report, predictions)``, the predictions as
+    :func:`predict_dataset` gives them, so nothing needs predicting twice.
 
     Returns plain Python numbers (JSON-ready): ``num_examples``, ``accuracy``,
     ``mean_iou``, ``median_iou``, ``iou_at_50``/``60``/``75`` (fraction of examples
@@ -225,12 +247,14 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False)
     by the true box's area in canvas pixels (see ``SIZE_BUCKETS``); ``tta`` (None, or
     what test-time augmentation was used) and ``eval_seconds`` (wall time of the predictions).
     """
+    canvas_size = check_dataset(dataset, model_canvas_size(model))
     start = time.perf_counter()
     p = predict_dataset(model, dataset, tta=tta)
     seconds = time.perf_counter() - start
-    num_classes = int(model.output["classification"].shape[-1])
-    result = report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"], num_classes=num_classes, canvas_size=model_canvas_size(model))
-    return {**result, "tta": TTA_DESCRIPTION if tta else None, "eval_seconds": seconds}
+    num_classes = p["probabilities"].shape[-1]
+    result = report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"], num_classes=num_classes, canvas_size=canvas_size)
+    result = {**result, "tta": TTA_DESCRIPTION if tta else None, "eval_seconds": seconds}
+    return (result, p) if return_predictions else result
 
 
 def format_report(report: dict, title: str = "", class_names=None) -> str:

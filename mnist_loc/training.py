@@ -1,4 +1,4 @@
-"""Training: one config dataclass, one ``train()``; ties data and model together."""
+"""Training: one ``train()`` for any Keras model with the two outputs; ties data and model together."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from . import artifacts
 from .config import TrainConfig
-from .data import class_names, make_dataset
+from .data import Digits, make_dataset
 from .model import build_model, compile_model
 
 
@@ -64,14 +64,61 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def make_model(config: TrainConfig, steps_per_epoch: int, num_classes: int = 10) -> keras.Model:
-    """Build and compile the model a config describes (call inside a strategy scope).
+class ModelOutputError(ValueError):
+    """A model's outputs do not fit the task: found before any training step."""
+
+
+def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) -> None:
+    """Raise :class:`ModelOutputError`, naming what is wrong, unless ``model`` maps float32
+    ``[B, S, S, 1]`` canvases to ``{"classification": [B, num_classes] probabilities,
+    "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin, xmax, ymax]`` normalized to the canvas).
+
+    Runs the model once on two black canvases (inference mode; no weights change).
+    """
+    expected = f"{{'classification': [B, {num_classes}] class probabilities, 'bounding_box': [B, 4]}}"
+    try:
+        outputs = model(np.zeros((2, canvas_size, canvas_size, 1), np.float32), training=False)
+    except Exception as error:
+        reason = " ".join(str(error).split())[:300]
+        raise ModelOutputError(f"the model fails on float32 [B, {canvas_size}, {canvas_size}, 1] canvases ({type(error).__name__}: {reason})") from None
+    if not isinstance(outputs, dict):
+        raise ModelOutputError(f"the model must return a dict {expected}, got {type(outputs).__name__}")
+    if set(outputs) != {"classification", "bounding_box"}:
+        raise ModelOutputError(f"the model's outputs must be exactly {expected}, got keys {sorted(outputs)}")
+    shapes = {name: tuple(value.shape) for name, value in outputs.items()}
+    if shapes["classification"] != (2, num_classes):
+        raise ModelOutputError(f"the model's 'classification' output must be [B, {num_classes}] (the task has {num_classes} classes), got {list(shapes['classification'])} for B=2")
+    if shapes["bounding_box"] != (2, 4):
+        raise ModelOutputError(f"the model's 'bounding_box' output must be [B, 4] as [xmin, ymin, xmax, ymax], got {list(shapes['bounding_box'])} for B=2")
+    probabilities = np.asarray(keras.ops.convert_to_numpy(outputs["classification"]), np.float64)
+    if not (np.all(np.isfinite(probabilities)) and probabilities.min() >= 0 and np.allclose(probabilities.sum(-1), 1.0, atol=1e-3)):
+        raise ModelOutputError(
+            "the model's 'classification' output must be probabilities (end it with a softmax): "
+            f"rows sum to {', '.join(f'{v:.3g}' for v in probabilities.sum(-1))}"
+        )
+
+
+def build_for(model, config: TrainConfig, steps_per_epoch: int, num_classes: int) -> keras.Model:
+    """The model to train, checked and compiled with the config's recipe (call inside a
+    strategy scope). ``model``: None (the course model, bfloat16 trunk if
+    ``config.mixed_precision``), a ``keras.Model`` (functional or subclassed), or a
+    callable ``f(canvas_size=S, num_classes=C) -> keras.Model`` (``build_model`` is one).
 
     Inside a ``tf.distribute`` strategy's scope, one step per call: Keras 3 cannot yet
     run several steps per call under MirroredStrategy ("You must feed a value for
     placeholder tensor", keras-team/keras#19246).
     """
-    model = build_model(config.canvas_size, num_classes, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
+    size = config.task.canvas_size
+    if model is None:
+        model = build_model(size, num_classes, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
+    elif not isinstance(model, keras.Model):
+        if not callable(model):
+            raise TypeError(f"model must be a keras.Model or a callable that builds one, got {type(model).__name__}")
+        built = model(canvas_size=size, num_classes=num_classes)
+        if not isinstance(built, keras.Model):
+            raise TypeError(f"the model builder must return a keras.Model, got {type(built).__name__}")
+        model = built
+    check_model_outputs(model, size, num_classes)
     return compile_model(
         model,
         learning_rate=learning_rate_schedule(config, steps_per_epoch),
@@ -226,23 +273,36 @@ def _reason(error) -> str:
 
 def train(
     config: TrainConfig = TrainConfig(),
+    model=None,
     *,
     data_dir=None,
     download: bool = True,
+    digits: Digits | None = None,
     backup_dir=None,
     strategy: tf.distribute.Strategy | None = None,
     verbose=1,
     callbacks=(),
 ) -> TrainResult:
-    """Train the model a config describes on the ``"train"`` split.
+    """Train a model on the ``"train"`` canvases of ``config.task`` with the config's recipe.
+
+    ``model``: None for the course model; a ``keras.Model`` of your own, functional or
+    subclassed; or a callable ``f(canvas_size=S, num_classes=C)`` that builds one
+    (needed under a ``strategy``, whose scope must hold the variables). Its outputs must
+    be ``{"classification": [B, C] probabilities, "bounding_box": [B, 4]}`` with boxes
+    ``[xmin, ymin, xmax, ymax]`` normalized to the canvas: checked before any step
+    (:class:`ModelOutputError`). It is compiled with the recipe (optimizer, schedule,
+    losses, label smoothing, EMA); ``config.mixed_precision`` applies to the course
+    model only (your model's layers keep their own dtypes). Seeds are set before the
+    model is built, so a builder gives the same initial weights every time.
 
     Validates on the fixed ``"validation"`` canvases after every epoch. With
     ``backup_dir``, every finished epoch is checkpointed there (weights, optimizer
-    state, history) and a rerun with the same config resumes after the last
+    state, history) and a rerun with the same config and model resumes after the last
     finished epoch, producing the same weights as an uninterrupted run. With a
     ``tf.distribute`` ``strategy``, the model is built in its scope and Keras
-    splits each batch across its replicas. ``data_dir`` and ``download`` say where
-    MNIST is found or downloaded to, as in :func:`mnist_loc.data.load_digit_arrays`.
+    splits each batch across its replicas. ``digits`` (:meth:`Digits.find`) says
+    where the task's digits are; without it they are found from ``data_dir`` and
+    ``download`` once.
 
     Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss
     becomes NaN/inf (the backup then still holds the last good epoch), :class:`BackupError`
@@ -250,27 +310,27 @@ def train(
     training into the same ``backup_dir``.
     """
     with artifacts.output_lock(backup_dir) if backup_dir else contextlib.nullcontext():
-        return _train(config, data_dir, download, backup_dir, strategy, verbose, callbacks)
+        digits = digits or Digits.find(config.task, data_dir, download=download)
+        return _train(config, model, digits, backup_dir, strategy, verbose, callbacks)
 
 
-def _train(config, data_dir, download, backup_dir, strategy, verbose, callbacks) -> TrainResult:
+def _train(config, model, digits, backup_dir, strategy, verbose, callbacks) -> TrainResult:
     seed_everything(config)
-    steps = config.resolved_steps_per_epoch(data_dir, download=download)
-    num_classes = len(class_names(config.dataset, data_dir, download=download))
+    digits.check(config.task)
+    steps = config.steps_per_epoch or len(digits.split("train")[1]) // config.batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(digits.split('train')[1])} training digits")
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
-        model = make_model(config, steps, num_classes)
+        model = build_for(model, config, steps, len(digits.class_names))
     start_epoch, history, seconds_before = (0, {}, 0.0)
     if backup_dir:
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config)
     train_ds = make_dataset(
-        "train", batch_size=config.batch_size, **config.task(), seed=config.seed,
-        data_dir=data_dir, download=download, first_step=start_epoch * steps,
+        "train", task=config.task, batch_size=config.batch_size, seed=config.seed,
+        first_step=start_epoch * steps, digits=digits,
     )
-    val_ds = make_dataset(
-        "validation", batch_size=config.validation_batch_size, **config.task(),
-        seed=config.seed, data_dir=data_dir, download=download,
-    )
+    val_ds = make_dataset("validation", task=config.task, batch_size=config.validation_batch_size, seed=config.seed, digits=digits)
     nan_guard = _StopOnNaN()
     all_callbacks = [nan_guard, *callbacks]
     if config.ema_momentum:
