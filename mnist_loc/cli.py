@@ -1,4 +1,4 @@
-"""``python -m mnist_loc``: train, evaluate and predict from the command line."""
+"""``python -m mnist_loc``: train, evaluate, predict and compare runs from the command line."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 
 from .quiet import import_tensorflow_quietly  # noqa: F401  (also its old home, for notebooks that import it from here)
 
@@ -59,6 +60,7 @@ def _add_data_flags(parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
+    from .task import TASKS
 
     defaults = TrainConfig()
     parser = _Parser(prog="python -m mnist_loc", description="MNIST object localization: one CNN classifies a digit and regresses its box.")
@@ -68,24 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train the model, evaluate it on the test canvases, save everything",
         description=(
-            "Train with mnist_loc's recipe, evaluate on the fixed test canvases and write "
-            "OUT/model.keras, OUT/metrics.json (test report, train_seconds, config), "
+            "Train with mnist_loc's recipe for the task, evaluate on the task's fixed test canvases and "
+            "write OUT/model.keras, OUT/task.json, OUT/metrics.json (test report, train_seconds, config), "
             "OUT/history.csv and OUT/predictions.png. Every finished epoch is backed up in "
             "OUT/backup/: if the run is interrupted, the same command resumes it."
         ),
     )
+    train.add_argument("--task", choices=tuple(TASKS), default="course",
+                       help="named task (default course); --dataset/--scale/--box/--clutter refine it, the recipe stays the named task's")
     train.add_argument("--epochs", type=_int_at_least(0), default=None, help=f"passes of training (default: the task's recipe, {defaults.epochs} for the course task)")
-    train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the 55,000 training digits)")
+    train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the task's training digits)")
     train.add_argument("--batch-size", type=_int_at_least(1), default=None, help=f"(default: the task's recipe, {defaults.batch_size} for the course task)")
     train.add_argument("--learning-rate", type=_positive_float, default=None, help=f"peak learning rate (default: the task's recipe, {defaults.learning_rate:g} for the course task)")
     train.add_argument("--preset", choices=("default", "fast", "lab"), default="default",
                        help="recipe: mnist_loc's for the task (default), fast (the lab's quality in a fraction of its time) or the course lab's; recipe flags go on top")
     train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
     _add_data_flags(train)
-    train.add_argument("--dataset", default=defaults.dataset, help="tfds dataset of 28x28 gray images with class labels: mnist (default), fashion_mnist, kmnist, emnist/digits, ...")
-    train.add_argument("--scale", nargs=2, type=_positive_float, metavar=("LO", "HI"), default=defaults.scale, help="resize each digit by a factor drawn log-uniformly in [LO, HI] (default 1 1)")
-    train.add_argument("--box", choices=("patch", "ink"), default=defaults.box, help="target box: the pasted square (default) or the tightest box around the ink")
-    train.add_argument("--clutter", type=_int_at_least(0), default=defaults.clutter, help="8x8 distractor fragments of other digits per canvas (default 0)")
+    train.add_argument("--dataset", default=None, help="tfds dataset of 28x28 gray images with class labels: mnist (the tasks'), fashion_mnist, kmnist, emnist/digits, ...")
+    train.add_argument("--scale", nargs=2, type=_positive_float, metavar=("LO", "HI"), default=None, help="resize each digit by a factor drawn log-uniformly in [LO, HI] (the course task: 1 1)")
+    train.add_argument("--box", choices=("patch", "ink"), default=None, help="target box: the pasted square (the course task's) or the tightest box around the ink")
+    train.add_argument("--clutter", type=_int_at_least(0), default=None, help="distractor pieces per canvas (the course task: 0)")
     train.add_argument("--tta", action="store_true", help="score the test canvases with test-time augmentation (5 shifted views; 5x the predict time)")
     train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
     train.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")
@@ -119,81 +123,96 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--tta", action="store_true", help="test-time augmentation: average over the canvas and 4 copies shifted by 2 px")
     predict.add_argument("--draw", metavar="OUT.png", help="save the images with predicted boxes drawn")
+
+    table = sub.add_parser(
+        "table",
+        help="compare run folders in one Markdown table",
+        description=(
+            "Read the metrics.json of each run folder (written by train, run() or a notebook, on any "
+            "machine: copy the folders here) and print one row per task x model x recipe: number of "
+            "seeds, then error %%, accuracy, mean IoU, IoU >= 0.5 and train seconds as mean (lowest-highest)."
+        ),
+    )
+    table.add_argument("runs", nargs="+", metavar="RUN_DIR")
     return parser
 
 
 def train_config(args):
-    """The TrainConfig that ``train``'s parsed flags describe: the preset's recipe for the
-    task, with any recipe flag given on the command line on top."""
+    """The TrainConfig that ``train``'s parsed flags describe: the named task refined by
+    the task flags, the preset's recipe for the named task, recipe flags on top."""
     from .config import TrainConfig
+    from .task import TASKS
 
+    refine = {"dataset": args.dataset, "scale": None if args.scale is None else tuple(args.scale), "box": args.box, "clutter": args.clutter}
+    task = TASKS[args.task].replace(**{k: v for k, v in refine.items() if v is not None})
     chosen = {name: getattr(args, name) for name in ("epochs", "batch_size", "learning_rate") if getattr(args, name) is not None}
-    return TrainConfig.preset(
-        args.preset,
-        steps_per_epoch=args.steps_per_epoch, seed=args.seed,
-        dataset=args.dataset, scale=tuple(args.scale), box=args.box, clutter=args.clutter, **chosen,
-    )
+    common = dict(task=task, steps_per_epoch=args.steps_per_epoch, seed=args.seed, **chosen)
+    if args.preset == "default":
+        return TrainConfig.for_task(recipe=args.task, **common)
+    return TrainConfig.preset(args.preset, **common)
 
 
 def _cmd_train(args) -> int:
     import tensorflow as tf
 
-    from . import artifacts
-    from .boxes import iou
-    from .data import canvases_at, class_names, make_dataset
-    from .evaluation import evaluate, format_report, predict
-    from .plots import plot_canvases
-    from .training import EpochProgress, remove_backup, train
+    from .data import Digits
+    from .evaluation import format_report
+    from .runs import run
 
     config = train_config(args)
-    backup_dir = os.path.join(args.out, "backup")
-    if args.restart:
-        remove_backup(backup_dir)
     strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else None
     interactive = sys.stdout.isatty()
-    result = train(
-        config, data_dir=args.data_dir, download=args.download, backup_dir=backup_dir, strategy=strategy,
-        verbose=1 if interactive else 0, callbacks=() if interactive else (EpochProgress(config.epochs),),
+    digits = Digits.find(config.task, args.data_dir, download=args.download)  # a first run downloads here
+    print(f"task {config.task.describe()}; recipe {config.recipe_label()}", flush=True)
+    done = run(
+        config, out_dir=args.out, digits=digits, restart=args.restart, tta=args.tta,
+        strategy=strategy, verbose=1 if interactive else 0, callbacks=() if interactive else None,
     )
-    if result.resumed_from_epoch:
-        print(f"resumed after epoch {result.resumed_from_epoch} from {backup_dir}")
-    test = make_dataset("test", batch_size=500, **config.task(), seed=config.seed, data_dir=args.data_dir, download=args.download)
-    report = evaluate(result.model, test, tta=args.tta)
-    names = class_names(config.dataset, args.data_dir, download=args.download)
-    images, labels, boxes = canvases_at("test", range(10), **config.task(), seed=config.seed, data_dir=args.data_dir, download=args.download)
-    pred = predict(result.model, images)
-    fig = plot_canvases(images, boxes, pred["boxes"], true_labels=labels, pred_labels=pred["labels"], ious=iou(pred["boxes"], boxes))
-    task = {**config.task(), "scale": list(config.scale), "class_names": names}
-    artifacts.save_run(args.out, result.model, {**report, "split": "test"}, result.history, config.to_dict(), result.train_seconds, figure=fig, task=task)
-    remove_backup(backup_dir)
-    title = f"test report ({report['num_examples']:,} canvases, seed {config.seed}); train {result.train_seconds:.1f} s"
-    print(format_report(report, title, class_names=None if config.dataset == "mnist" else names))
+    if done.resumed_from_epoch:
+        print(f"resumed after epoch {done.resumed_from_epoch} from {os.path.join(args.out, 'backup')}")
+    report = done.report
+    title = f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); train {done.train_seconds:.1f} s"
+    names = done.digits.class_names
+    print(format_report(report, title, class_names=None if config.task.dataset == "mnist" else names))
     print(f"wrote {args.out}/model.keras, task.json, metrics.json, history.csv, predictions.png")
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from .table import runs_table
+
+    print(runs_table(args.runs))
     return 0
 
 
 def _cmd_evaluate(args) -> int:
     from . import artifacts
     from .data import make_dataset
-    from .evaluation import evaluate, format_report, model_canvas_size
+    from .evaluation import evaluate, format_report
 
     model = artifacts.load_model(args.model)
-    task = artifacts.read_task(args.model)
-    names = task.pop("class_names")
-    task["canvas_size"] = model_canvas_size(model)
-    dataset = make_dataset(args.split, batch_size=500, **task, seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
+    task, names = _saved_task(args.model, model)
+    dataset = make_dataset(args.split, task=task, batch_size=500, seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
     report = {**evaluate(model, dataset, tta=args.tta), "split": args.split}
-    title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {_describe(task)})"
-    print(format_report(report, title, class_names=None if task["dataset"] == "mnist" else names))
+    title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {task.describe()})"
+    print(format_report(report, title, class_names=None if task.dataset == "mnist" else names))
     if args.json:
         artifacts.write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 
 
-def _describe(task: dict) -> str:
-    lo, hi = task["scale"]
-    return f"{task['dataset']}, scale {lo:g}-{hi:g}, {task['box']} boxes, clutter {task['clutter']}"
+def _saved_task(model_path, model):
+    """The task a saved model was trained on (task.json beside it) and its class names;
+    for a model saved without one, the course task at the model's canvas size."""
+    from . import artifacts
+    from .evaluation import model_canvas_size
+    from .task import Task
+
+    task, names = artifacts.read_task(model_path)
+    if task is None:
+        task = Task(canvas_size=model_canvas_size(model) or Task().canvas_size)
+    return task, names
 
 
 def image_shape(path: str) -> tuple:
@@ -274,17 +293,16 @@ def _cmd_predict(args) -> int:
     import numpy as np
 
     from . import artifacts
-    from .evaluation import model_canvas_size, predict
+    from .evaluation import predict
 
     model = artifacts.load_model(args.model)
-    task = artifacts.read_task(args.model)
-    names = task["class_names"]
-    size = model_canvas_size(model)
+    task, names = _saved_task(args.model, model)
+    size = task.canvas_size
     canvases = [read_image(path, size)[0] for path in args.images]
-    pred = predict(model, np.stack(canvases), tta=args.tta)
+    pred = predict(model, np.stack(canvases), tta=args.tta, canvas_size=size)
     for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
         pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
-        what = f"digit {label}" if task["dataset"] == "mnist" else f"class {names[label] if names else label}"
+        what = f"digit {label}" if task.dataset == "mnist" else f"class {names[label] if names else label}"
         print(f"{path}: {what} (confidence {confidence:.3f}), box [{pixels}] px")
     if args.draw:
         from .plots import plot_canvases
@@ -324,7 +342,37 @@ def _resume_hint(args) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command in this process; returns the exit status (in-process signals:
+    SIGTERM and Ctrl-C unwind with one line, 143 / 130)."""
+    return _main(build_parser().parse_args(argv))
+
+
+def program() -> None:
+    """The ``python -m mnist_loc`` (and ``mnist-loc``) entry point: :func:`main` with
+    SIGTERM and SIGINT taken by a watcher thread, so a signal stops the process within a
+    second even while TensorFlow runs a long call (a Python handler only runs when the call
+    returns: 16 s for 15 steps on a slow CPU). The watcher lets a file write in progress
+    finish, removes the output locks, prints one line naming what the backup keeps and
+    exits with 143 / 130."""
+    signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # before TensorFlow starts threads: they inherit the mask
+    args = build_parser().parse_args()
+
+    def watch():
+        from .files import exit_now
+
+        signum = signal.sigwait(signals)
+        said = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+        exit_now(128 + signum, lambda: f"mnist_loc: {said}{_resume_hint(args)}")
+
+    threading.Thread(target=watch, name="mnist_loc-signals", daemon=True).start()
+    code = _main(args)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _main(args) -> int:
     from .files import FolderInUse, WriteError, output_lock
 
     previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
@@ -346,6 +394,12 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    if args.command == "table":  # pure Python: no TensorFlow to start
+        try:
+            return _cmd_table(args)
+        except ValueError as error:
+            print(f"mnist_loc: error: {' '.join(str(error).split())}", file=sys.stderr)
+            return RUN_ERROR
     import_tensorflow_quietly()
     from .artifacts import ModelFileError
     from .data import DataNotFoundError

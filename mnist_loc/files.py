@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 
@@ -45,22 +46,26 @@ def atomic_path(path):
     directory = os.path.dirname(os.path.abspath(path))
     base, ext = os.path.splitext(os.path.basename(path))
     tmp = None
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
-        os.close(fd)
-        os.remove(tmp)  # let the writer create it
-        yield tmp
-        os.replace(tmp, path)
-    except WriteError:
-        raise
-    except Exception as error:
-        if isinstance(error, OSError) or re.search(r"errno = \d+", str(error)):
-            raise WriteError(f"cannot write {path}: {_os_reason(error)}") from error
-        raise
-    finally:
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)
+    with _writing:  # exit_now() waits for a write in progress to finish
+        try:
+            os.makedirs(directory, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{ext}", dir=directory)
+            os.close(fd)
+            os.remove(tmp)  # let the writer create it
+            yield tmp
+            os.replace(tmp, path)
+        except WriteError:
+            raise
+        except Exception as error:
+            if isinstance(error, OSError) or re.search(r"errno = \d+", str(error)):
+                raise WriteError(f"cannot write {path}: {_os_reason(error)}") from error
+            raise
+        finally:
+            if tmp and os.path.exists(tmp):
+                os.remove(tmp)
+
+
+_writing = threading.RLock()
 
 
 class FolderInUse(RuntimeError):
@@ -69,6 +74,26 @@ class FolderInUse(RuntimeError):
 
 LOCK_FILE = ".mnist_loc.lock"
 _held_locks: dict = {}  # real path of a folder -> how many times this process holds it (re-entrant)
+_created: set = set()  # held folders that the lock itself created
+
+
+def exit_now(code: int, message) -> None:
+    """End the process at once with ``message`` on stderr and exit status ``code``, from any
+    thread: after any atomic write in progress has finished, with every output lock's file
+    removed (a folder the lock created is removed too if the run left it empty). Files are
+    then all complete; TensorFlow's slow interpreter teardown is skipped. ``message`` may be
+    a callable, asked once the writes have finished (so it can describe what they left)."""
+    _writing.acquire()  # held until exit: no write starts after this
+    for folder in list(_held_locks):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, LOCK_FILE))
+        if folder in _created:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    print(message() if callable(message) else message, file=sys.stderr, flush=True)
+    os._exit(code)
 
 
 @contextlib.contextmanager
@@ -95,10 +120,13 @@ def output_lock(folder):
     path = os.path.join(key, LOCK_FILE)
     fd = _acquire(path, folder)
     _held_locks[key] = 1
+    if created:
+        _created.add(key)
     try:
         yield
     finally:
         del _held_locks[key]
+        _created.discard(key)
         with contextlib.suppress(OSError):
             os.remove(path)  # before unlocking: a waiter that opened it re-checks the inode
         fcntl.flock(fd, fcntl.LOCK_UN)

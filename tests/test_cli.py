@@ -147,18 +147,20 @@ def test_offline_first_run_ends_in_one_clear_error_within_30_s(tmp_path):
 
 def test_the_task_travels_with_the_model(mnist_dir, tmp_path):
     out = tmp_path / "run"
-    result = run_cli("train", "--epochs", 1, "--steps-per-epoch", 20, "--scale", 0.5, 2, "--box", "ink", "--clutter", 2, "--data-dir", mnist_dir, "--out", out)
+    result = run_cli("train", "--task", "sized", "--clutter", 2, "--epochs", 1, "--steps-per-epoch", 20, "--data-dir", mnist_dir, "--out", out)
     assert result.returncode == 0, result.stderr
     task = json.loads((out / "task.json").read_text())
-    assert task == {"dataset": "mnist", "canvas_size": 75, "scale": [0.5, 2.0], "box": "ink", "clutter": 2, "class_names": [str(d) for d in range(10)]}
+    assert task == {"dataset": "mnist", "canvas_size": 75, "scale": [0.5, 2.0], "box": "ink", "clutter": 2, "clutter_size": 8,
+                    "clutter_overlap": False, "splits": "tfds", "class_names": [str(d) for d in range(10)]}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == task and set(metrics["by_size"]) == {"small", "medium", "large"}
+    assert metrics["recipe"] == "sized recipe (epochs=1, steps_per_epoch=20)", "the refined task keeps the sized task's recipe"
     assert "small < 20^2" in result.stdout
     # No task flags: evaluate rebuilds the same canvases from task.json and gets the same numbers.
     report_path = tmp_path / "eval.json"
     result = run_cli("evaluate", "--model", out / "model.keras", "--data-dir", mnist_dir, "--json", report_path)
     assert result.returncode == 0, result.stderr
-    assert "scale 0.5-2, ink boxes, clutter 2" in result.stdout
+    assert "scale 0.5-2, ink boxes, 2 distractors of 8x8 (outside the target)" in result.stdout
     report = json.loads(report_path.read_text())
     for key in ("accuracy", "mean_iou", "iou_at_50", "by_size", "per_class"):
         assert report[key] == metrics[key], key
@@ -172,15 +174,17 @@ def test_bad_task_flags_are_one_line(args, message):
 
 @pytest.mark.parametrize("flags, expected", [
     ([], "default"), (["--preset", "fast"], "fast"), (["--preset", "lab"], "lab"),
-    (["--scale", "0.5", "2", "--box", "ink"], "sized"), (["--preset", "fast", "--epochs", "5", "--seed", "2"], "fast+"),
+    (["--task", "sized"], "sized"), (["--scale", "0.5", "2", "--box", "ink"], "course-refined"), (["--preset", "fast", "--epochs", "5", "--seed", "2"], "fast+"),
 ])
 def test_presets_pick_the_recipe_and_flags_go_on_top(flags, expected):
     from mnist_loc.cli import build_parser, train_config
     from mnist_loc.config import TrainConfig
+    from mnist_loc.task import Task
 
     config = train_config(build_parser().parse_args(["train", *flags]))
     assert config == {
         "default": TrainConfig(), "fast": TrainConfig.fast(), "lab": TrainConfig.lab(),
-        "sized": TrainConfig.for_task(scale=(0.5, 2.0), box="ink"), "fast+": TrainConfig.fast(epochs=5, seed=2),
+        "sized": TrainConfig.for_task("sized"), "fast+": TrainConfig.fast(epochs=5, seed=2),
+        "course-refined": TrainConfig(task=Task(scale=(0.5, 2.0), box="ink")),  # the recipe stays the named task's
     }[expected]
     assert (config == TrainConfig()) == (expected == "default")
