@@ -78,7 +78,7 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
 
     from mnist_loc.data import make_dataset
     from mnist_loc.model import build_model, compile_model
-    from mnist_loc.training import make_model, seed_everything
+    from mnist_loc.training import build_for, seed_everything
 
     if kind.startswith("lab"):
         batch_size = 64
@@ -91,7 +91,7 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
         config = TrainConfig(**overrides)
         batch_size = config.batch_size
         seed_everything(config)  # exactly as train() runs: seeded, with op determinism
-        model = make_model(config, steps_per_epoch=chunk_examples // batch_size)
+        model = build_for(None, config, chunk_examples // batch_size, num_classes=10)
         train = make_dataset("train", batch_size=batch_size, data_dir=data_dir)
         validation = make_dataset("validation", batch_size=config.validation_batch_size, data_dir=data_dir)
     if chunk_examples % batch_size:
@@ -118,13 +118,13 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
 def one_shot(kind: str, examples: int, data_dir) -> dict:
     from mnist_loc.data import make_dataset
     from mnist_loc.evaluation import evaluate
-    from mnist_loc.training import make_model, seed_everything
+    from mnist_loc.training import build_for, seed_everything
 
     if kind in ("pipeline", "pipeline_harder", "lab_pipeline"):
         batch_size = 64 if kind == "lab_pipeline" else 128
         # The harder task of the testbed: digits resized 0.5-2x, ink boxes, 4 distractor fragments.
-        task = dict(scale=(0.5, 2.0), box="ink", clutter=4) if kind == "pipeline_harder" else {}
-        train = _lab_dataset(data_dir, batch_size)[0] if kind == "lab_pipeline" else make_dataset("train", batch_size=batch_size, data_dir=data_dir, **task)
+        task = "sized-cluttered" if kind == "pipeline_harder" else "course"
+        train = _lab_dataset(data_dir, batch_size)[0] if kind == "lab_pipeline" else make_dataset("train", task=task, batch_size=batch_size, data_dir=data_dir)
         iterator = iter(train)
         for _ in range(WARMUP_STEPS):
             next(iterator)
@@ -137,7 +137,7 @@ def one_shot(kind: str, examples: int, data_dir) -> dict:
     if kind == "evaluate":
         config = TrainConfig()
         seed_everything(config)
-        model = make_model(config, steps_per_epoch=1)
+        model = build_for(None, config, 1, num_classes=10)
         test = make_dataset("test", batch_size=500, data_dir=data_dir)
         evaluate(model, test.take(1))  # warm-up: trace the predict function
         start = time.perf_counter()

@@ -2,10 +2,11 @@
 
     python benchmarks/recipe_sweep.py '{"scale": [0.5, 2], "box": "ink"}' '{"scale": [0.5, 2], "box": "ink", "epochs": 14}'
 
-Each argument is a JSON object of ``TrainConfig`` overrides (task knobs included); every
-variant is trained from scratch in this process, one after another, and scored on the
-fixed validation canvases of its own task (seed 0): recipes are tuned on validation,
-the test canvases are kept for the final tables. ``--test`` scores on test instead.
+Each argument is a JSON object of ``TrainConfig`` overrides (``"task": "cluttered-60"`` or a
+task's fields included); every variant is trained from scratch in this process by
+``mnist_loc.run``, one after another, and scored on the fixed validation canvases of its
+own task (seed 0): recipes are tuned on validation, the test canvases are kept for the
+final tables. ``--test`` scores on test instead.
 Prints one line each:
 
     RESULT {overrides} train_s=... accuracy=... mean_iou=... iou_at_50=... small/medium/large mean IoU ...
@@ -18,9 +19,7 @@ import resource
 import sys
 
 from mnist_loc.config import TrainConfig
-from mnist_loc.data import make_dataset
-from mnist_loc.evaluation import evaluate
-from mnist_loc.training import EpochProgress, train
+from mnist_loc.runs import run
 
 
 def main(argv: list[str]) -> None:
@@ -31,13 +30,13 @@ def main(argv: list[str]) -> None:
     for text in variants:
         overrides = json.loads(text)
         config = TrainConfig(**overrides)
-        result = train(config, verbose=0, callbacks=[EpochProgress(config.epochs)])
-        r = evaluate(result.model, make_dataset(split, batch_size=500, seed=0, **config.task()))
+        done = run(config, split=split)
+        r = done.report
         sizes = " ".join(
             f"{name}={row['mean_iou']:.4f}/{row['accuracy']:.4f}" for name, row in r.get("by_size", {}).items() if row["count"]
         )
         print(
-            f"RESULT {json.dumps(overrides)} split={split} train_s={result.train_seconds:.1f} accuracy={r['accuracy']:.4f} "
+            f"RESULT {json.dumps(overrides)} split={split} train_s={done.train_seconds:.1f} accuracy={r['accuracy']:.4f} "
             f"mean_iou={r['mean_iou']:.4f} iou_at_50={r['iou_at_50']:.4%} iou_at_75={r['iou_at_75']:.4%} "
             f"| by size (mean IoU/accuracy): {sizes} | peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
             flush=True,

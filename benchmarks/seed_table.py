@@ -21,7 +21,7 @@ from time_to_quality import recipe
 
 from mnist_loc.data import make_dataset
 from mnist_loc.evaluation import evaluate
-from mnist_loc.training import EpochProgress, train
+from mnist_loc.runs import run
 
 COLUMNS = (
     ("accuracy", "accuracy", "{:.4f}"), ("mean_iou", "mean IoU", "{:.4f}"), ("iou_at_60", "IoU ≥ 0.6", "{:.2%}"),
@@ -29,10 +29,11 @@ COLUMNS = (
 )
 
 
-def run(config, split: str, data_dir=None) -> dict:
-    result = train(config, data_dir=data_dir, verbose=0, callbacks=[EpochProgress(config.epochs)])
-    canvases = make_dataset(split, batch_size=500, seed=0, data_dir=data_dir, **config.task())
-    plain, tta = evaluate(result.model, canvases), evaluate(result.model, canvases, tta=True)
+def one_run(config, split: str, data_dir=None) -> dict:
+    done = run(config, split=split, data_dir=data_dir)
+    plain, result = done.report, done
+    canvases = make_dataset(split, task=config.task, batch_size=500, seed=0, digits=done.digits)
+    tta = evaluate(done.model, canvases, tta=True)
     return {
         "accuracy": plain["accuracy"], "mean_iou": plain["mean_iou"], "iou_at_60": plain["iou_at_60"],
         "tta_accuracy": tta["accuracy"], "tta_mean_iou": tta["mean_iou"], "train_seconds": result.train_seconds,
@@ -64,7 +65,7 @@ def main() -> None:
     for spec in args.recipes:
         for seed in args.seeds:
             name, config = recipe(spec, seed)
-            row = run(config, args.split, args.data_dir)
+            row = one_run(config, args.split, args.data_dir)
             results.setdefault(name, {})[str(seed)] = row
             print(f"RUN {name} seed {seed} {args.split}: " + json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
             if args.json:

@@ -55,9 +55,9 @@ def worker(config: TrainConfig, chunk_examples: int, data_dir) -> None:
 
     from mnist_loc.data import make_dataset
     from mnist_loc.evaluation import evaluate
-    from mnist_loc.training import train
+    from mnist_loc.runs import run
 
-    validation = make_dataset("validation", batch_size=500, seed=0, data_dir=data_dir, **config.task())
+    validation = make_dataset("validation", task=config.task, batch_size=500, seed=0, data_dir=data_dir)
 
     def score(model) -> dict:
         weights = model.trainable_variables
@@ -89,10 +89,10 @@ def worker(config: TrainConfig, chunk_examples: int, data_dir) -> None:
         def examples(self):
             return int(self.model.optimizer.iterations.numpy()) * config.batch_size
 
-        def report(self, model, **extra):
+        def report(self, model, quality=None, **extra):
             iterations = int(model.optimizer.iterations.numpy())
             print(json.dumps({"examples": iterations * config.batch_size, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
-                              **score(model), **extra}), flush=True)
+                              **(quality or score(model)), **extra}), flush=True)
 
         def on_train_begin(self, logs=None):
             self.resume()
@@ -108,8 +108,9 @@ def worker(config: TrainConfig, chunk_examples: int, data_dir) -> None:
             self.pause()  # fit() has already copied the weight average into the model
 
     turns = Turns()
-    result = train(config, data_dir=data_dir, verbose=0, callbacks=[turns])
-    turns.report(result.model, done=True, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    done = run(config, split="validation", data_dir=data_dir, callbacks=[turns])  # the final model scored once, by run()
+    final = {k: done.report[k] for k in ("accuracy", "mean_iou", "iou_at_60")}
+    turns.report(done.model, final, done=True, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def run_lock_step(configs: dict, args) -> dict:
