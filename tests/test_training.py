@@ -50,7 +50,10 @@ def test_steps_per_call_divides_the_epoch(steps, most, expected):
 
 @pytest.mark.e2e
 def test_end_to_end_learns_on_real_mnist(mnist_dir):
-    config = TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5)  # 450 steps of the default recipe
+    # 450 steps of the default recipe with a float32 trunk. The bfloat16 trunk's early steps depend
+    # on the CPU: native bf16 (AVX-512 BF16 / AMX) reached accuracy 0.920 here, oneDNN's emulation on
+    # an AVX2-only CPU 0.773 (and 5x slower per step), float32 0.934 on that AVX2 CPU.
+    config = TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5, mixed_precision=False)
     progress_lines = []
     result = train(config, data_dir=mnist_dir, verbose=0, callbacks=[EpochProgress(3, print_fn=lambda *a, **k: progress_lines.append(a[0]))])
     assert len(progress_lines) == 3 and progress_lines[-1].startswith("epoch   3/3")
