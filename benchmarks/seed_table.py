@@ -31,12 +31,12 @@ COLUMNS = (
 
 def one_run(config, split: str, data_dir=None) -> dict:
     done = run(config, split=split, data_dir=data_dir)
-    plain, result = done.report, done
+    plain = done.report
     canvases = make_dataset(split, task=config.task, batch_size=500, seed=0, digits=done.digits)
     tta = evaluate(done.model, canvases, tta=True)
     return {
         "accuracy": plain["accuracy"], "mean_iou": plain["mean_iou"], "iou_at_60": plain["iou_at_60"],
-        "tta_accuracy": tta["accuracy"], "tta_mean_iou": tta["mean_iou"], "train_seconds": result.train_seconds,
+        "tta_accuracy": tta["accuracy"], "tta_mean_iou": tta["mean_iou"], "train_seconds": done.train_seconds,
         "eval_seconds": plain["eval_seconds"], "tta_eval_seconds": tta["eval_seconds"],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
