@@ -134,9 +134,12 @@ def read_task(model_path):
 
 
 def describe_model(model: keras.Model) -> dict:
-    """What a run records of its model: ``name``, ``class`` (module.qualname) and ``parameters``."""
+    """What a run records of its model: ``name``, ``class`` (module.qualname), ``parameters``
+    and ``compute_dtypes`` (the layers' compute dtypes, sorted: ``["bfloat16", "float32"]``
+    for the course model's bfloat16 trunk)."""
     cls = type(model)
-    return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(model.count_params())}
+    dtypes = sorted({layer.compute_dtype for layer in model.layers if layer.compute_dtype})
+    return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(model.count_params()), "compute_dtypes": dtypes}
 
 
 def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None, extra=None) -> dict:

@@ -6,6 +6,9 @@ same strokes, so one trunk learns both at little more than the cost of one.
 
 from __future__ import annotations
 
+import functools
+import re
+
 import keras
 from keras import layers, ops
 
@@ -40,6 +43,41 @@ def build_model(canvas_size: int = 75, num_classes: int = 10, *, dtype_policy=No
     classification = layers.Dense(num_classes, activation="softmax", name="classification", dtype="float32")(x)
     bounding_box = layers.Dense(4, name="bounding_box", dtype="float32")(x)
     return keras.Model(inputs, {"classification": classification, "bounding_box": bounding_box}, name="mnist_loc")
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this machine computes bfloat16 natively, so a bfloat16 trunk is faster.
+
+    True for GPUs of compute capability 8.0 or more (all of them, when there are
+    several) and, with no GPU, for CPUs with AVX-512 BF16 or AMX (read from Linux's
+    ``/proc/cpuinfo``; False where that file does not exist). Elsewhere oneDNN emulates
+    bfloat16 and is slower than float32.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return all(tf.config.experimental.get_device_details(g).get("compute_capability", (0, 0)) >= (8, 0) for g in gpus)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return cpu_has_bfloat16(f.read())
+    except OSError:
+        return False
+
+
+def cpu_has_bfloat16(cpuinfo: str) -> bool:
+    """Whether the text of ``/proc/cpuinfo`` lists AVX-512 BF16 or AMX BF16."""
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo) is not None
+
+
+def trunk_policy(mixed_precision: bool | None) -> str | None:
+    """The course model's trunk dtype policy for ``TrainConfig.mixed_precision``:
+    ``"mixed_bfloat16"`` for True, None (float32) for False, and for None whichever
+    :func:`native_bfloat16` says is faster here."""
+    if mixed_precision is None:
+        mixed_precision = native_bfloat16()
+    return "mixed_bfloat16" if mixed_precision else None
 
 
 @keras.saving.register_keras_serializable(package="mnist_loc")

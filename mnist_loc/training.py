@@ -17,7 +17,7 @@ import tensorflow as tf
 from . import artifacts
 from .config import TrainConfig
 from .data import Digits, make_dataset
-from .model import build_model, compile_model
+from .model import build_model, compile_model, trunk_policy
 
 
 class TrainingDiverged(RuntimeError):
@@ -100,8 +100,8 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) 
 
 def build_for(model, config: TrainConfig, steps_per_epoch: int, num_classes: int) -> keras.Model:
     """The model to train, checked and compiled with the config's recipe (call inside a
-    strategy scope). ``model``: None (the course model, bfloat16 trunk if
-    ``config.mixed_precision``), a ``keras.Model`` (functional or subclassed), or a
+    strategy scope). ``model``: None (the course model, its trunk's dtype from
+    ``config.mixed_precision``, see ``model.trunk_policy``), a ``keras.Model`` (functional or subclassed), or a
     callable ``f(canvas_size=S, num_classes=C) -> keras.Model`` (``build_model`` is one).
 
     Inside a ``tf.distribute`` strategy's scope, one step per call: Keras 3 cannot yet
@@ -110,7 +110,7 @@ def build_for(model, config: TrainConfig, steps_per_epoch: int, num_classes: int
     """
     size = config.task.canvas_size
     if model is None:
-        model = build_model(size, num_classes, dtype_policy="mixed_bfloat16" if config.mixed_precision else None)
+        model = build_model(size, num_classes, dtype_policy=trunk_policy(config.mixed_precision))
     elif not isinstance(model, keras.Model):
         if not callable(model):
             raise TypeError(f"model must be a keras.Model or a callable that builds one, got {type(model).__name__}")

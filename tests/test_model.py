@@ -39,6 +39,18 @@ def test_mixed_precision_keeps_heads_float32():
     assert model.count_params() == 426_638
 
 
+def test_bfloat16_trunk_only_where_the_hardware_has_it():
+    from mnist_loc.model import cpu_has_bfloat16, native_bfloat16, trunk_policy
+
+    zen3 = "flags\t\t: fpu vme sse4_2 avx avx2 fma bmi2 sha_ni\n"  # AVX2 only: bfloat16 emulated
+    zen4 = "flags\t\t: fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+    sapphire_rapids = "flags\t\t: avx512f avx512_fp16 amx_bf16 amx_tile amx_int8\n"
+    assert [cpu_has_bfloat16(t) for t in (zen3, zen4, sapphire_rapids, "")] == [False, True, True, False]
+    assert not cpu_has_bfloat16("flags : avx512bf16_like_but_not")
+    assert trunk_policy(True) == "mixed_bfloat16" and trunk_policy(False) is None
+    assert trunk_policy(None) == ("mixed_bfloat16" if native_bfloat16() else None)
+
+
 def test_other_canvas_size():
     model = build_model(canvas_size=56)
     assert model.input_shape == (None, 56, 56, 1)

@@ -74,7 +74,7 @@ def test_a_subclassed_model_trains_resumes_bit_identically_evaluates_and_reloads
     assert predictions["probabilities"].shape == (1000, 10)
 
     done = run(config, tiny, tmp_path / "run", data_dir=mnist_dir, callbacks=[])
-    assert done.metrics["model"] == {"name": "tiny", "class": f"{__name__}.TinyLocalizer", "parameters": 334}
+    assert done.metrics["model"] == {"name": "tiny", "class": f"{__name__}.TinyLocalizer", "parameters": 334, "compute_dtypes": ["float32"]}
     reloaded = load_model(tmp_path / "run" / "model.keras")
     assert isinstance(reloaded, TinyLocalizer)
     again = evaluate(reloaded, make_dataset("test", task=config.task, batch_size=500, data_dir=mnist_dir))

@@ -31,6 +31,8 @@ def test_config_validates_its_fields():
         TrainConfig(ema_momentum=1.0)
     with pytest.raises(ValueError, match="label_smoothing"):
         TrainConfig(label_smoothing=-0.1)
+    with pytest.raises(ValueError, match="mixed_precision must be True, False or None"):
+        TrainConfig(mixed_precision="yes")
     lab = TrainConfig.lab()
     assert (lab.batch_size, lab.learning_rate, lab.box_loss, lab.box_loss_weight, lab.mixed_precision) == (64, 1e-3, "mse", 1.0, False)
 
@@ -50,9 +52,9 @@ def test_steps_per_call_divides_the_epoch(steps, most, expected):
 
 @pytest.mark.e2e
 def test_end_to_end_learns_on_real_mnist(mnist_dir):
-    # 450 steps of the default recipe with a float32 trunk. The bfloat16 trunk's early steps depend
-    # on the CPU: native bf16 (AVX-512 BF16 / AMX) reached accuracy 0.920 here, oneDNN's emulation on
-    # an AVX2-only CPU 0.773 (and 5x slower per step), float32 0.934 on that AVX2 CPU.
+    # 450 steps of the default recipe with a float32 trunk, so the outcome is the same kind on every
+    # CPU: a bfloat16 trunk reached accuracy 0.920 where bf16 is native (AVX-512 BF16 / AMX) and 0.773
+    # under oneDNN's emulation on an AVX2-only CPU (5x slower per step); float32 0.934 there.
     config = TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5, mixed_precision=False)
     progress_lines = []
     result = train(config, data_dir=mnist_dir, verbose=0, callbacks=[EpochProgress(3, print_fn=lambda *a, **k: progress_lines.append(a[0]))])
