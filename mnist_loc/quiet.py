@@ -16,9 +16,13 @@ import re
 import sys
 import tempfile
 
-# "I0000 00:00:1795732122.447 3136 port.cc:153] ..." and absl's pre-init banner.
+# "I0000 00:00:1795732122.447 3136 port.cc:153] ..." (absl's format), "2026-12-01
+# 13:25:33.166526: E external/local_xla/.../cuda_platform.cc:51] failed call to cuInit ..."
+# (TensorFlow's own format, which TF 2.20 uses for that line on a machine without a GPU
+# even at TF_CPP_MIN_LOG_LEVEL=2) and absl's pre-init banner.
 _CPP_LOG_LINE = re.compile(
     rb"^(?:[IWEF]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ [\w.\-]+:\d+\]"
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] [\w.\-/]+:\d+\]"
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
     rb"|To enable the following instructions: .* rebuild TensorFlow)"  # cpu_feature_guard's 2nd line
 )
