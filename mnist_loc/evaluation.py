@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 
 import keras
 import numpy as np
@@ -107,12 +108,24 @@ TTA_SHIFTS = ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))
 TTA_DESCRIPTION = "test-time augmentation: mean of the canvas and 4 copies shifted by 2 px"
 
 
+# One graph function per (model, tta), kept while the model lives: a fresh tf.function per
+# call would be traced again every time (TensorFlow warns after five retracings).
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _forward(model: keras.Model, tta: bool):
     """A graph function ``[B, S, S, 1] -> {"classification", "bounding_box"}``, averaged
     over the :data:`TTA_SHIFTS` views when ``tta``. Our own function rather than
     predict_on_batch, which under a MirroredStrategy returns every replica's copy."""
+    functions = _FORWARDS.setdefault(model, {})
+    if tta not in functions:
+        functions[tta] = _make_forward(weakref.ref(model), tta)  # a weak reference, or the cache would keep the model
+    return functions[tta]
+
+
+def _make_forward(model_ref, tta: bool):
     if not tta:
-        return tf.function(lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
+        return tf.function(lambda x: model_ref()(x, training=False), autograph=False, reduce_retracing=True)
     margin = max(abs(v) for shift in TTA_SHIFTS for v in shift)
 
     def averaged(x):
@@ -121,7 +134,7 @@ def _forward(model: keras.Model, tta: bool):
         padded = tf.pad(tf.cast(x, tf.float32), [[0, 0], [margin, margin], [margin, margin], [0, 0]])
         # A view shifted by (dx, dy) reads the padded canvas from (margin - dy, margin - dx).
         views = [padded[:, margin - dy: margin - dy + size, margin - dx: margin - dx + size, :] for dx, dy in TTA_SHIFTS]
-        out = model(tf.concat(views, 0), training=False)  # one pass over all views
+        out = model_ref()(tf.concat(views, 0), training=False)  # one pass over all views
         n = len(TTA_SHIFTS)
         probabilities = tf.reshape(out["classification"], (n, -1, out["classification"].shape[-1]))
         boxes = tf.reshape(out["bounding_box"], (n, -1, 4)) - offsets[:, None, :]

@@ -6,6 +6,7 @@ import pytest
 
 from mnist_loc.data import make_canvas_dataset
 from mnist_loc.evaluation import evaluate, predict, report
+from mnist_loc.model import build_model
 from conftest import synthetic_digits
 
 S = 75
@@ -166,3 +167,23 @@ def test_test_time_augmentation_is_the_mean_over_shifted_views():
     result = evaluate(model, ds, tta=True)
     assert result["tta"] == TTA_DESCRIPTION and result["eval_seconds"] > 0
     assert evaluate(model, ds)["tta"] is None
+
+
+def test_one_graph_function_per_model_and_the_model_is_not_kept_alive():
+    import gc
+    import weakref
+
+    from mnist_loc.evaluation import _forward
+
+    model = build_model(canvas_size=28)
+    images = np.zeros((3, 28, 28, 1), np.float32)
+    for _ in range(7):  # a fresh tf.function per call would be traced 7 times (TF warns after 5)
+        predict(model, images)
+        predict(model, images, tta=True)
+    assert _forward(model, False) is _forward(model, False) and _forward(model, True) is _forward(model, True)
+    assert _forward(model, False).experimental_get_tracing_count() == 1
+    assert _forward(model, True).experimental_get_tracing_count() == 1
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None, "the cache must not keep a model alive"
