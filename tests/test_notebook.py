@@ -15,7 +15,7 @@ def test_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
     papermill.execute_notebook(
         str(ROOT / "object_localization.ipynb"),
         str(executed),  # never the committed notebook
-        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 50, "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "run")},
+        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 50, "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "run"), "CHECK_CANVASES": 1000},
         cwd=str(ROOT),
         kernel_name="python3",
         progress_bar=False,
@@ -28,7 +28,8 @@ def test_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
     assert "METRICS" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 5, "sample canvases, history, predictions, histogram and worst cases are drawn"
-    assert {"model.keras", "metrics.json", "history.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
+    assert "float32 trunk" in text and "bfloat16 trunk" in text and text.count("on 1,000 canvases") == 2
+    assert {"model.keras", "metrics.json", "history.csv", "task.json", "predictions.png"} == {p.name for p in (tmp_path / "run").iterdir()}
 
 
 def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):

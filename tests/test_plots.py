@@ -55,7 +55,8 @@ def test_history_histogram_and_worst():
     fig = plot_history(history)
     assert isinstance(fig, Figure) and len(fig.axes) == 4
     assert len(fig.axes[0].lines) == 2
-    assert isinstance(plot_iou_histogram(np.linspace(0, 1, 50)), Figure)
+    hist = plot_iou_histogram(np.linspace(0, 1, 50))
+    assert sum(bar.get_height() for bar in hist.axes[0].patches) == 50, "every IoU is counted in one bar"
     ious = np.array([0.9, 0.2, 0.95, 0.5])
     idx = worst_indices([1, 1, 2, 2], [1, 1, 3, 2], ious, n=3)
     assert idx.tolist() == [2, 1, 3]  # misclassified first, then by IoU
