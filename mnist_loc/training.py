@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -190,12 +191,16 @@ _STATE = "state.json"
 def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds):
     # Each epoch's weights get their own file and state.json, renamed in last, names the one
     # to resume from: a crash between the two writes leaves the previous epoch's pair intact.
-    # Written by numpy through Python's own file, not by Keras' h5py writer: on a full disk
-    # h5py leaves half-closed HDF5 objects that print tracebacks and crash the interpreter at exit.
+    # Built by numpy in memory, then written by Python's own file: not by Keras' h5py writer (on
+    # a full disk h5py leaves half-closed HDF5 objects that crash the interpreter at exit), and
+    # not by np.savez on the file (numpy 2.1 leaves its ZipFile open on a write error, whose
+    # __del__ then prints seven "Exception ignored" lines).
     weights = f"epoch-{epochs_done:04d}.npz"
+    archive = io.BytesIO()
+    np.savez(archive, **{name: v.numpy() for name, v in _named_variables(model).items()})
     with artifacts.atomic_path(os.path.join(backup_dir, weights)) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **{name: v.numpy() for name, v in _named_variables(model).items()})
+            f.write(archive.getbuffer())
             f.flush()
             os.fsync(f.fileno())
     state = {
