@@ -57,7 +57,7 @@ class TrainConfig:
     box_loss_weight: float = 0.5  # classification loss has weight 1
     # bfloat16 trunk (Dense layers and heads stay float32). None: where the hardware computes
     # bfloat16 natively (model.native_bfloat16), else float32: oneDNN's emulation on an AVX2-only
-    # CPU trains the course model 5.6x slower per step (1.23 s against 0.22 s at batch 128).
+    # CPU trains the course model about 5x slower per step (benchmarks/precision_speed.py).
     mixed_precision: bool | None = None
     # Of the classification targets. 0.1 raised validation mean IoU from 0.9434 / 0.9426 / 0.9449
     # to 0.9515 / 0.9505 / 0.9518 (seeds 0 / 1 / 2); accuracy 0.9914 / 0.9914 / 0.9906 became
