@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="named task (default course); --dataset/--scale/--box/--clutter refine it, the recipe stays the named task's")
     train.add_argument("--epochs", type=_int_at_least(0), default=None, help=f"passes of training (default: the task's recipe, {defaults.epochs} for the course task)")
     train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the task's training digits)")
+    train.add_argument("--validation-canvases", type=_int_at_least(1), default=None, help="validation canvases scored after each epoch (default: all of the split's)")
     train.add_argument("--batch-size", type=_int_at_least(1), default=None, help=f"(default: the task's recipe, {defaults.batch_size} for the course task)")
     train.add_argument("--learning-rate", type=_positive_float, default=None, help=f"peak learning rate (default: the task's recipe, {defaults.learning_rate:g} for the course task)")
     train.add_argument("--preset", choices=("default", "fast", "lab"), default="default",
@@ -146,7 +147,7 @@ def train_config(args):
     refine = {"dataset": args.dataset, "scale": None if args.scale is None else tuple(args.scale), "box": args.box, "clutter": args.clutter}
     task = TASKS[args.task].replace(**{k: v for k, v in refine.items() if v is not None})
     chosen = {name: getattr(args, name) for name in ("epochs", "batch_size", "learning_rate") if getattr(args, name) is not None}
-    common = dict(task=task, steps_per_epoch=args.steps_per_epoch, seed=args.seed, **chosen)
+    common = dict(task=task, steps_per_epoch=args.steps_per_epoch, validation_canvases=args.validation_canvases, seed=args.seed, **chosen)
     if args.preset == "default":
         return TrainConfig.for_task(recipe=args.task, **common)
     return TrainConfig.preset(args.preset, **common)

@@ -31,6 +31,7 @@ RECIPES: dict = {
     "translated-60": {}, "cluttered-60": {}, "cluttered-100": {},
 }
 assert set(RECIPES) == set(TASKS)
+_SPEED_ONLY = ("validation_batch_size", "validation_canvases", "steps_per_execution")  # the weights do not depend on them
 _LOOSE_TASK_FIELDS = ("dataset", "canvas_size", "scale", "box", "clutter")
 
 
@@ -68,6 +69,10 @@ class TrainConfig:
     task: Task = Task()  # what the canvases are (a Task, a name in TASKS, or Task.to_dict()); the course task
     seed: int = 0
     validation_batch_size: int = 500
+    # Validation canvases scored after each epoch: the first N of the fixed validation canvases
+    # (None: all of them, 5,000 for the course task). Fewer make short runs cheaper; the weights
+    # do not change.
+    validation_canvases: int | None = None
     deterministic: bool = True  # TensorFlow op determinism: same seed, same weights
     # Training steps per call into TensorFlow, at most: the largest divisor of the epoch's
     # steps not above this (13 of 429 by default; 1 under a tf.distribute strategy). Saves
@@ -80,6 +85,8 @@ class TrainConfig:
             check_positive_int(self.steps_per_epoch, "steps_per_epoch")
         check_positive_int(self.batch_size, "batch_size")
         check_positive_int(self.validation_batch_size, "validation_batch_size")
+        if self.validation_canvases is not None:
+            check_positive_int(self.validation_canvases, "validation_canvases")
         task = Task.from_dict(self.task) if isinstance(self.task, dict) else get_task(self.task)
         object.__setattr__(self, "task", task)
         check_positive_int(self.seed, "seed", minimum=0)
@@ -149,8 +156,9 @@ class TrainConfig:
         """A short name of the recipe, seed and task aside: the closest preset, with the
         fields that differ from it, e.g. ``"default"``, ``"default (epochs=1)"``, ``"lab"``,
         or ``"sized recipe"`` for another task's recipe (a task of your own trained with
-        ``for_task(..., recipe="sized")``)."""
-        mine = {k: v for k, v in self.to_dict().items() if k not in ("seed", "task")}
+        ``for_task(..., recipe="sized")``). Fields that leave the weights as they are
+        (validation and steps per call) are not part of it."""
+        mine = {k: v for k, v in self.to_dict().items() if k not in ("seed", "task", *_SPEED_ONLY)}
         own = self.task.name or "course"
         candidates = [("default" if r == own else f"{r} recipe", TrainConfig.for_task(self.task, recipe=r, seed=self.seed)) for r in RECIPES]
         candidates += [(name, TrainConfig.preset(name, task=self.task, seed=self.seed)) for name in ("fast", "lab")]

@@ -336,6 +336,11 @@ def _train(config, model, digits, backup_dir, strategy, verbose, callbacks) -> T
         first_step=start_epoch * steps, digits=digits,
     )
     val_ds = make_dataset("validation", task=config.task, batch_size=config.validation_batch_size, seed=config.seed, digits=digits)
+    if config.validation_canvases:
+        # The first N canvases, rebatched; the known length keeps Keras from warning that validation "ran out of data".
+        count = min(config.validation_canvases, len(digits.split("validation")[1]))
+        val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
     nan_guard = _StopOnNaN()
     all_callbacks = [nan_guard, *callbacks]
     if config.ema_momentum:

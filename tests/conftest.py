@@ -33,3 +33,19 @@ def synthetic_digits(n=12, seed=0):
     images = rng.integers(1, 256, size=(n, 28, 28, 1), dtype=np.uint8)
     labels = np.arange(n, dtype=np.int64) % 10
     return images, labels
+
+
+def run_main(capsys, *args):
+    """``python -m mnist_loc ARGS`` in this process (``cli.main``): ``(status, stdout, stderr)``.
+
+    For what the command says and returns; whether TensorFlow's C++ lines stay out of a
+    real process's stderr is checked in subprocesses (tests/test_cli.py)."""
+    from mnist_loc.cli import main
+
+    capsys.readouterr()
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's usage errors and --help
+        status = exit.code
+    out, err = capsys.readouterr()
+    return status, out, err

@@ -23,7 +23,7 @@ from mnist_loc.config import TrainConfig
 from mnist_loc.task import Task
 from mnist_loc.training import TrainingDiverged, train
 
-from conftest import ROOT, synthetic_digits
+from conftest import ROOT, run_main, synthetic_digits
 
 S = 75
 
@@ -204,7 +204,7 @@ def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "mnist_loc", "train", "--epochs", "1", "--steps-per-epoch", "30",
+        [sys.executable, "-m", "mnist_loc", "train", "--epochs", "1", "--steps-per-epoch", "30", "--validation-canvases", "500",
          "--learning-rate", "1e38", "--data-dir", mnist_dir, "--out", str(out)],
         env=env, capture_output=True, text=True, timeout=300,
     )
@@ -229,15 +229,13 @@ def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
         ("broken.png", b"not a png", "not a PNG file"),
     ],
 )
-def test_cli_predict_refuses_bad_images(saved_model, tmp_path, name, content, message):
+def test_cli_predict_refuses_bad_images(saved_model, tmp_path, name, content, message, capsys):
     path = tmp_path / name
     if isinstance(content, np.ndarray):
         np.save(path, content)
     else:
         path.write_bytes(content or b"")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "mnist_loc", "predict", "--model", str(saved_model), str(path)],
-                            env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mnist_loc: error:") and message in lines[0], result.stderr
+    status, stdout, stderr = run_main(capsys, "predict", "--model", saved_model, path)
+    assert status == 1 and stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mnist_loc: error:") and message in lines[0], stderr

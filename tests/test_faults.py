@@ -117,7 +117,7 @@ def test_train_into_a_backup_folder_another_process_holds_is_refused(tmp_path):
 @pytest.mark.e2e
 def test_second_train_on_the_same_out_is_refused_and_the_first_finishes(mnist_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["train", "--epochs", 2, "--steps-per-epoch", 40, "--data-dir", mnist_dir, "--out", out]
+    args = ["train", "--epochs", 2, "--steps-per-epoch", 40, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out]
     first = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
     try:
         wait_for(lambda: (out / files.LOCK_FILE).exists(), 60, "the first run's lock")
@@ -175,7 +175,7 @@ def _truncate(path, keep):
 def test_damaged_backup_is_one_clear_error(mnist_dir, tmp_path, damage, reason):
     from mnist_loc.training import BackupError, train
 
-    config = TrainConfig(epochs=2, steps_per_epoch=5)
+    config = TrainConfig(epochs=2, steps_per_epoch=5, validation_canvases=500)
     backup = tmp_path / "backup"
     _interrupted_backup(mnist_dir, backup, config)
     weights = backup / "epoch-0001.npz"
@@ -197,9 +197,9 @@ def test_damaged_backup_is_one_clear_error(mnist_dir, tmp_path, damage, reason):
 @pytest.mark.e2e
 def test_truncated_backup_on_the_command_line_then_restart(mnist_dir, tmp_path):
     out = tmp_path / "run"
-    _interrupted_backup(mnist_dir, out / "backup", TrainConfig(epochs=2, steps_per_epoch=5))
+    _interrupted_backup(mnist_dir, out / "backup", TrainConfig(epochs=2, steps_per_epoch=5, validation_canvases=500))
     _truncate(out / "backup" / "state.json", 19)
-    args = ["train", "--epochs", 2, "--steps-per-epoch", 5, "--data-dir", mnist_dir, "--out", out]
+    args = ["train", "--epochs", 2, "--steps-per-epoch", 5, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out]
     refused = run_cli(*args)
     assert refused.returncode == 1
     assert refused.stderr.splitlines() == [
@@ -218,7 +218,7 @@ def test_truncated_backup_on_the_command_line_then_restart(mnist_dir, tmp_path):
 @pytest.mark.parametrize("signum, status, said", [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGINT, 130, "interrupted")])
 def test_signal_stops_promptly_keeps_the_backup_and_says_how_to_resume(mnist_dir, tmp_path, signum, status, said):
     out = tmp_path / "run"
-    args = ["train", "--epochs", 3, "--steps-per-epoch", 30, "--data-dir", mnist_dir, "--out", out]
+    args = ["train", "--epochs", 3, "--steps-per-epoch", 30, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out]
     proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=cli_env())
     try:
         wait_for(lambda: epochs_in_backup(out / "backup") >= 1, 120, "the first epoch's backup")
@@ -315,7 +315,7 @@ def small_disk(tmp_path):
 @pytest.mark.e2e
 def test_real_full_disk_during_training_is_one_line(mnist_dir, small_disk):
     out = small_disk / "run"
-    result = run_cli("train", "--epochs", 1, "--steps-per-epoch", 3, "--data-dir", mnist_dir, "--out", out)
+    result = run_cli("train", "--epochs", 1, "--steps-per-epoch", 3, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"mnist_loc: error: cannot write {out / 'backup' / 'epoch-0001.npz'}: No space left on device"

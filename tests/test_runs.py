@@ -41,7 +41,7 @@ def tiny(canvas_size, num_classes):
     return TinyLocalizer(num_classes, name="tiny")
 
 
-QUICK = dict(epochs=3, steps_per_epoch=6, batch_size=32, validation_batch_size=1000, warmup_epochs=0)
+QUICK = dict(epochs=3, steps_per_epoch=6, batch_size=32, validation_canvases=1000, warmup_epochs=0)
 
 
 class StopAfterEpoch(keras.callbacks.Callback):

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -33,6 +34,8 @@ def test_config_validates_its_fields():
         TrainConfig(label_smoothing=-0.1)
     with pytest.raises(ValueError, match="mixed_precision must be True, False or None"):
         TrainConfig(mixed_precision="yes")
+    with pytest.raises(ValueError, match="validation_canvases"):
+        TrainConfig(validation_canvases=0)
     lab = TrainConfig.lab()
     assert (lab.batch_size, lab.learning_rate, lab.box_loss, lab.box_loss_weight, lab.mixed_precision) == (64, 1e-3, "mse", 1.0, False)
 
@@ -55,7 +58,7 @@ def test_end_to_end_learns_on_real_mnist(mnist_dir):
     # 450 steps of the default recipe with a float32 trunk, so the outcome is the same kind on every
     # CPU: a bfloat16 trunk reached accuracy 0.920 where bf16 is native (AVX-512 BF16 / AMX) and 0.773
     # under oneDNN's emulation on an AVX2-only CPU (5x slower per step); float32 0.934 there.
-    config = TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5, mixed_precision=False)
+    config = TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5, mixed_precision=False, validation_canvases=1000)
     progress_lines = []
     result = train(config, data_dir=mnist_dir, verbose=0, callbacks=[EpochProgress(3, print_fn=lambda *a, **k: progress_lines.append(a[0]))])
     assert len(progress_lines) == 3 and progress_lines[-1].startswith("epoch   3/3")
@@ -70,15 +73,15 @@ def test_end_to_end_learns_on_real_mnist(mnist_dir):
 
 @pytest.mark.e2e
 def test_same_seed_gives_identical_weights(mnist_dir):
-    config = TrainConfig(epochs=2, steps_per_epoch=15)
+    config = TrainConfig(epochs=2, steps_per_epoch=15, validation_canvases=500)
     first = [w.numpy() for w in train(config, data_dir=mnist_dir, verbose=0).model.trainable_weights]
     second = [w.numpy() for w in train(config, data_dir=mnist_dir, verbose=0).model.trainable_weights]
     assert len(first) == len(second) == 12  # a kernel and a bias for 3 convs, the dense layer and 2 heads
     for a, b in zip(first, second):
         assert a.tobytes() == b.tobytes()
-    other = [w.numpy() for w in train(TrainConfig(epochs=2, steps_per_epoch=15, seed=1), data_dir=mnist_dir, verbose=0).model.trainable_weights]
+    other = [w.numpy() for w in train(dataclasses.replace(config, seed=1), data_dir=mnist_dir, verbose=0).model.trainable_weights]
     assert not np.array_equal(first[0], other[0]), "another seed must give other weights"
-    one_step_calls = train(TrainConfig(epochs=2, steps_per_epoch=15, steps_per_execution=1), data_dir=mnist_dir, verbose=0)
+    one_step_calls = train(dataclasses.replace(config, steps_per_execution=1), data_dir=mnist_dir, verbose=0)
     assert one_step_calls.model.optimizer.iterations.numpy() == 30
     for a, b in zip(first, [w.numpy() for w in one_step_calls.model.trainable_weights]):
         assert a.tobytes() == b.tobytes(), "steps per call must not change the weights"
@@ -87,7 +90,7 @@ def test_same_seed_gives_identical_weights(mnist_dir):
 @pytest.mark.e2e
 def test_killed_training_resumes_with_the_same_command(mnist_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mnist_loc", "train", "--epochs", "3", "--steps-per-epoch", "40", "--data-dir", mnist_dir, "--out", str(out)]
+    cmd = [sys.executable, "-m", "mnist_loc", "train", "--epochs", "3", "--steps-per-epoch", "40", "--validation-canvases", "500", "--data-dir", mnist_dir, "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "backup" / "state.json"
@@ -112,7 +115,7 @@ def test_killed_training_resumes_with_the_same_command(mnist_dir, tmp_path):
 @pytest.mark.e2e
 @pytest.mark.parametrize("recipe", [{}, {"ema_momentum": 0.9, "label_smoothing": 0.1}], ids=["default", "ema"])
 def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path, recipe):
-    config = TrainConfig(epochs=3, steps_per_epoch=10, **recipe)
+    config = TrainConfig(epochs=3, steps_per_epoch=10, validation_canvases=500, **recipe)
     whole = train(config, data_dir=mnist_dir, verbose=0)
     backup = tmp_path / "backup"
     # Stop after 2 epochs: a config with fewer epochs would not match, so interrupt by callback.
@@ -137,15 +140,15 @@ def test_resume_from_backup_matches_uninterrupted_run(mnist_dir, tmp_path, recip
 
 @pytest.mark.e2e
 def test_weight_averaging_validates_and_returns_the_average(mnist_dir):
-    config = TrainConfig(epochs=2, steps_per_epoch=10, ema_momentum=0.9)
+    config = TrainConfig(epochs=2, steps_per_epoch=10, ema_momentum=0.9, validation_canvases=500)
     result = train(config, data_dir=mnist_dir, verbose=0)
     average = result.model.optimizer._model_variables_moving_average
     assert len(average) == len(result.model.trainable_variables) == 12
     for a, w in zip(average, result.model.trainable_variables):
         np.testing.assert_array_equal(a.numpy(), w.numpy())
-    # The last epoch's validation scored these same (averaged) weights.
+    # The last epoch's validation scored these same (averaged) weights, on the first 500 validation canvases.
     logs = result.model.evaluate(
-        make_dataset("validation", batch_size=500, seed=0, data_dir=mnist_dir), verbose=0, return_dict=True
+        make_dataset("validation", batch_size=500, seed=0, data_dir=mnist_dir).take(1), verbose=0, return_dict=True
     )
     assert logs["classification_accuracy"] == pytest.approx(result.history["val_classification_accuracy"][-1], abs=1e-6)
     assert logs["bounding_box_mean_iou"] == pytest.approx(result.history["val_bounding_box_mean_iou"][-1], abs=1e-5)
@@ -170,7 +173,7 @@ def test_mirrored_strategy_over_two_cpu_devices_learns(mnist_dir):
         from mnist_loc.config import TrainConfig
         from mnist_loc.training import train
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-        result = train(TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5), data_dir={mnist_dir!r}, strategy=strategy, verbose=0)
+        result = train(TrainConfig(epochs=3, steps_per_epoch=150, warmup_epochs=0.5, validation_canvases=1000), data_dir={mnist_dir!r}, strategy=strategy, verbose=0)
         report = evaluate(result.model, make_dataset("test", batch_size=500, data_dir={mnist_dir!r}).take(2))
         print(json.dumps({{"replicas": strategy.num_replicas_in_sync, "accuracy": report["accuracy"], "mean_iou": report["mean_iou"]}}))
     """)
@@ -204,6 +207,7 @@ def test_config_round_trips_through_json_and_names_its_recipe():
     again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.task.name == "cluttered-100"
     assert config.recipe_label() == "default (epochs=1)"
+    assert dataclasses.replace(config, validation_canvases=500, steps_per_execution=1).recipe_label() == "default (epochs=1)", "speed only"
     assert TrainConfig.lab(task="sized", seed=2).recipe_label() == "lab"
     assert TrainConfig.for_task("sized").recipe_label() == "default"
     legacy = {k: v for k, v in TrainConfig().to_dict().items() if k != "task"}
