@@ -3,8 +3,8 @@
 Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
 Modules, bottom up: ``task`` (what the canvases are), ``config`` (the recipe),
 ``boxes`` and ``quiet``; ``datasets`` (find or download MNIST); ``data`` (render a
-task's canvases); ``model``; ``training``, ``evaluation`` and ``artifacts`` (any Keras
-model with the two outputs); ``runs`` (train + score + run folder), ``table``, ``plots``
+task's canvases); ``model``; ``training``, ``evaluation``, ``explain`` (Grad-CAM heatmaps) and ``artifacts`` (any
+Keras model with the two outputs); ``runs`` (train + score + run folder), ``table``, ``plots``
 and ``cli``. Names below are imported on first use, so
 ``import mnist_loc`` (and ``python -m mnist_loc --help``) does not load TensorFlow.
 """
@@ -37,6 +37,7 @@ _EXPORTS = {
     "runs_table": "table",
     "evaluate": "evaluation",
     "predict": "evaluation",
+    "heatmaps": "explain",
     "ModelFileError": "artifacts",
     "load_model": "artifacts",
     "save_model": "artifacts",

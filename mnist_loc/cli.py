@@ -117,13 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
             "An image smaller than the model's canvas is placed at the canvas' top-left corner "
             "on black, so the box stays in the image's own pixel frame; a larger one is refused. "
             "RGB(A) PNGs are converted to gray by averaging R, G and B. With --draw, writes a "
-            "PNG of the images with their predicted boxes."
+            "PNG of the images with their predicted boxes; with --explain, a PNG of where the model "
+            "looks for each head (Grad-CAM on its last convolution)."
         ),
     )
     predict.add_argument("--model", required=True, help="a .keras file written by train")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
     predict.add_argument("--tta", action="store_true", help="test-time augmentation: average over the canvas and 4 copies shifted by 2 px")
     predict.add_argument("--draw", metavar="OUT.png", help="save the images with predicted boxes drawn")
+    predict.add_argument("--explain", metavar="OUT.png", help="save Grad-CAM heatmaps of both heads over the images: where the model looks to name the digit and to place the box")
 
     table = sub.add_parser(
         "table",
@@ -312,6 +314,16 @@ def _cmd_predict(args) -> int:
         with artifacts.atomic_path(args.draw) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         print(f"wrote {args.draw}")
+    if args.explain:
+        from .explain import HEADS, heatmaps
+        from .plots import plot_heatmaps
+
+        images = np.stack(canvases)
+        maps = {head: heatmaps(model, images, head) for head in HEADS}
+        fig = plot_heatmaps(images, maps, None, pred["boxes"], pred_labels=pred["labels"])
+        with artifacts.atomic_path(args.explain) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        print(f"wrote {args.explain}")
     return 0
 
 

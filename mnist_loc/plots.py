@@ -1,4 +1,4 @@
-"""Figures for canvases, boxes, training curves and IoU.
+"""Figures for canvases, boxes, training curves, IoU and heatmaps.
 
 Every function returns a ``matplotlib.figure.Figure`` (made without pyplot's global
 state, so it works under any backend, headless included). Boxes are
@@ -173,4 +173,67 @@ def plot_by_size(report: dict) -> Figure:
     ax.set_ylabel("score")
     ax.set_title("By size of the true box (side = sqrt of its area)")
     ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+HEAD_TITLES = {"classification": "where it looks to name the digit", "bounding_box": "where it looks to place the box"}
+
+
+def plot_heatmaps(
+    images,
+    maps,
+    true_boxes=None,
+    pred_boxes=None,
+    *,
+    true_labels=None,
+    pred_labels=None,
+    ious=None,
+    alpha: float = 0.55,
+    title: str | None = None,
+) -> Figure:
+    """Heatmaps over their canvases, with the true box (green) and the predicted box (red).
+
+    Args:
+      images: ``[N, S, S, 1]`` or ``[N, S, S]`` canvases in [0, 1].
+      maps: ``[N, S, S]`` in [0, 1] (:func:`mnist_loc.explain.heatmaps`), or a dict of
+        them by head name: one row per entry, under a first row with the plain canvases.
+      true_boxes, pred_boxes: optional ``[N, 4]`` normalized boxes, drawn on every row.
+      true_labels, pred_labels, ious: optional ``[N]``, written under the canvases.
+    """
+    images = np.asarray(images)
+    images = images[..., 0] if images.ndim == 4 else images
+    maps = dict(maps) if isinstance(maps, dict) else {"heatmap": maps}
+    n, canvas_size = len(images), images.shape[1]
+    for name, heat in maps.items():
+        if np.shape(heat) != images.shape:
+            raise ValueError(f"maps[{name!r}] has shape {np.shape(heat)}, the canvases {images.shape}")
+    rows = 1 + len(maps)
+    fig = Figure(figsize=(1.6 * n + 1.2, 1.7 * rows + 0.4), layout="constrained")
+    axes = fig.subplots(rows, n, squeeze=False)
+    for row, (name, heat) in enumerate([("canvas", None), *maps.items()]):
+        for i in range(n):
+            ax = axes[row, i]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0)
+            if heat is not None:
+                ax.imshow(np.asarray(heat[i]), cmap="inferno", vmin=0.0, vmax=1.0, alpha=alpha)
+            if true_boxes is not None:
+                draw_box(ax, true_boxes[i], canvas_size, TRUE_COLOR)
+            if pred_boxes is not None:
+                draw_box(ax, pred_boxes[i], canvas_size, PRED_COLOR)
+        label = HEAD_TITLES.get(name, name)
+        axes[row, 0].set_ylabel(label if len(label) < 16 else label.replace(" to ", "\nto "), fontsize=8)
+    for i in range(n):
+        parts = []
+        if pred_labels is not None:
+            parts.append(f"pred {int(pred_labels[i])}" + (f" (true {int(true_labels[i])})" if true_labels is not None and int(true_labels[i]) != int(pred_labels[i]) else ""))
+        elif true_labels is not None:
+            parts.append(f"label {int(true_labels[i])}")
+        if ious is not None:
+            parts.append(f"IoU {float(ious[i]):.2f}")
+        if parts:
+            axes[-1, i].set_xlabel("\n".join(parts), fontsize=9)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -72,13 +72,17 @@ def test_predict_png_and_npy_and_draw(trained, mnist_dir, tmp_path, capsys):
     imsave(png, canvases[1, ..., 0], cmap="gray", vmin=0, vmax=1)
     small = tmp_path / "small.npy"  # 40x50: placed top-left on the canvas
     np.save(small, (canvases[0, :40, :50, 0] * 255).astype(np.uint8))
-    drawn = tmp_path / "drawn.png"
-    status, stdout, stderr = run_main(capsys, "predict", "--model", out / "model.keras", npy, png, small, "--draw", drawn)
+    drawn, explained = tmp_path / "drawn.png", tmp_path / "explained.png"
+    status, stdout, stderr = run_main(capsys, "predict", "--model", out / "model.keras", npy, png, small, "--draw", drawn, "--explain", explained)
     assert status == 0, stderr
     lines = stdout.strip().splitlines()
     assert lines[0].startswith(f"{npy}: digit ") and "confidence" in lines[0] and "px" in lines[0]
     assert len([l for l in lines if "digit" in l]) == 3
     assert drawn.exists() and drawn.stat().st_size > 1000
+    from matplotlib.image import imread
+
+    picture = imread(explained)  # 3 rows (canvas, both heads) of 3 images: taller than the one-row drawing
+    assert picture.shape[0] > imread(drawn).shape[0] and f"wrote {explained}" in stdout
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mnist_loc.plots import draw_box, plot_canvases, plot_history, plot_iou_histogram, plot_worst, worst_indices
+from mnist_loc.plots import draw_box, plot_canvases, plot_heatmaps, plot_history, plot_iou_histogram, plot_worst, worst_indices
 
 S = 75
 
@@ -87,3 +87,18 @@ def test_by_size_plot():
     assert "10 digits" in ax.get_xticklabels()[0].get_text()
     with pytest.raises(ValueError, match="no by_size"):
         plot_by_size({"accuracy": 1.0})
+
+
+def test_heatmaps_overlay_each_head_on_its_canvas_with_both_boxes():
+    images = np.zeros((3, S, S, 1), np.float32)
+    heat = np.random.default_rng(0).uniform(0, 1, (3, S, S)).astype(np.float32)
+    boxes = np.tile(np.array([[10, 20, 38, 48]], np.float32) / S, (3, 1))
+    fig = plot_heatmaps(images, {"classification": heat, "bounding_box": 1 - heat}, boxes, boxes + 0.01,
+                        true_labels=[1, 2, 3], pred_labels=[1, 2, 7], ious=[0.9, 0.8, 0.1])
+    axes = np.array(fig.axes).reshape(3, 3)  # rows: canvas, classification, bounding_box
+    assert [len(ax.images) for ax in axes.ravel()] == [1, 1, 1, 2, 2, 2, 2, 2, 2]
+    np.testing.assert_array_equal(axes[2, 1].images[1].get_array(), 1 - heat[1])
+    assert all(sum(isinstance(p, Rectangle) for p in ax.patches) == 2 for ax in axes.ravel())
+    assert axes[1, 0].get_ylabel().startswith("where it looks") and "pred 7 (true 3)" in axes[2, 2].get_xlabel()
+    with pytest.raises(ValueError, match=r"maps\['classification'\] has shape"):
+        plot_heatmaps(images, {"classification": heat[:2]})
