@@ -106,16 +106,70 @@ def _unit(maps):
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _function(model, layer, head, class_index):
+def _function(model, layer, head, class_index, size):
     functions = _FUNCTIONS.setdefault(model, {})
-    key = (id(layer), head, class_index)
+    key = (id(layer), head, class_index, size)
     if key not in functions:
+        rows, cols = (tf.constant(m) for m in upsampling(model, layer, size))
         model_ref, layer_ref = weakref.ref(model), weakref.ref(layer)  # weak: the cache must not keep them alive
-        functions[key] = tf.function(lambda x: _maps(model_ref(), layer_ref(), x, head, class_index), autograph=False, reduce_retracing=True)
+        functions[key] = tf.function(lambda x: _maps(model_ref(), layer_ref(), x, head, class_index, rows, cols), autograph=False, reduce_retracing=True)
     return functions[key]
 
 
-def _maps(model, layer, x, head, class_index):
+def receptive_centers(model: keras.Model, layer, size: int, probes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """Where each row and column of ``layer``'s output looks on an ``S x S`` canvas: the
+    centers (in pixel indices, float64 ``[h]`` and ``[w]``) of their effective receptive
+    fields, the gradient-weighted mean input position on random canvases.
+
+    A layer after unpadded convolutions does not cover the canvas edge to edge: the course
+    model's last convolution (15 x 15) looks at pixels 8.5 to 64.5 of 75, so stretching its
+    map over the whole canvas would misplace it by up to 8 pixels."""
+    x = tf.constant(np.random.default_rng(0).uniform(0, 1, (probes, size, size, 1)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        _, caught = _run_catching(model, layer, x)
+        activations = tf.cast(caught, tf.float32)
+        row_sums = [tf.reduce_sum(activations[:, i]) for i in range(activations.shape[1])]
+        col_sums = [tf.reduce_sum(activations[:, :, j]) for j in range(activations.shape[2])]
+    positions = np.arange(size, dtype=np.float64)
+
+    def centers(tape, totals, axis):
+        out = []
+        for total in totals:
+            gradient = tape.gradient(total, x)
+            weight = np.abs(gradient.numpy()).sum(axis=(0, 3)).sum(axis=axis) if gradient is not None else np.zeros(size)
+            out.append((positions * weight).sum() / weight.sum() if weight.sum() > 0 else np.nan)
+        return np.array(out)
+
+    rows, cols = centers(tape, row_sums, 1), centers(tape, col_sums, 0)
+    del tape
+    return rows, cols
+
+
+def _interpolation(centers: np.ndarray, size: int) -> np.ndarray:
+    """``[S, n]``: linear interpolation from values at ``centers`` to every pixel (the edge
+    values held beyond the first and last center)."""
+    n = len(centers)
+    if n == 1 or not np.all(np.isfinite(centers)) or not np.all(np.diff(centers) > 0):
+        centers = (np.arange(n) + 0.5) * size / n - 0.5  # spread evenly: what an image resize assumes
+    t = np.interp(np.arange(size, dtype=np.float64), centers, np.arange(n, dtype=np.float64))
+    low = np.floor(t).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    matrix = np.zeros((size, n), np.float32)
+    matrix[np.arange(size), low] += (1 - (t - low)).astype(np.float32)
+    matrix[np.arange(size), high] += (t - low).astype(np.float32)
+    return matrix
+
+
+def upsampling(model: keras.Model, layer, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Matrices ``R [S, h]`` and ``C [S, w]`` that put a ``[h, w]`` map of ``layer`` on the
+    ``S x S`` canvas (``R @ map @ C.T``), each row and column at the center of what it sees
+    (:func:`receptive_centers`)."""
+    rows, cols = receptive_centers(model, find_layer(model, layer), size)
+    return _interpolation(rows, size), _interpolation(cols, size)
+
+
+def _maps(model, layer, x, head, class_index, rows, cols):
     with tf.GradientTape(persistent=head == "bounding_box") as tape:
         outputs, caught = _run_catching(model, layer, x)
         if head == "classification":
@@ -135,8 +189,7 @@ def _maps(model, layer, x, head, class_index):
     if head == "bounding_box":
         maps = [_unit(m) for m in maps]
     cam = tf.add_n(maps) / len(maps)
-    size = x.shape[1]
-    cam = tf.image.resize(cam[..., None], (size, size), method="bilinear")[..., 0]
+    cam = tf.einsum("sh,bhw,tw->bst", rows, cam, cols)
     return tf.clip_by_value(_unit(cam), 0.0, 1.0)
 
 
@@ -164,7 +217,7 @@ def heatmaps(model: keras.Model, images, head: str = "classification", *, class_
         size = shape[-2] if len(shape) == 4 else shape[-1]
     canvases = check_images(images, int(size))
     target = find_layer(model, layer)
-    function = _function(model, target, head, class_index)
+    function = _function(model, target, head, class_index, int(size))
     parts = [function(tf.constant(canvases[i: i + batch_size])).numpy() for i in range(0, len(canvases), batch_size)]
     return np.concatenate(parts).astype(np.float32)
 
