@@ -182,3 +182,17 @@ def test_one_graph_function_per_model_and_head_and_the_model_is_not_kept_alive()
     del model, function
     gc.collect()
     assert ref() is None
+
+
+def test_maps_sit_where_the_layer_looks():
+    # 1x1 convolution: output pixel i sees canvas pixel i.
+    tiny = tiny_model()
+    rows, cols = explain.receptive_centers(tiny, explain.find_layer(tiny), S)
+    np.testing.assert_allclose(rows, np.arange(S), atol=1e-6)
+    np.testing.assert_allclose(cols, np.arange(S), atol=1e-6)
+    # Course model, by hand: conv3x3 (valid) output k is centered on input k + 1, pool2 output k on
+    # input 2k + 0.5; composed, conv3's output k is centered on canvas pixel 4k + 8.5.
+    model = build_model()
+    rows, cols = explain.receptive_centers(model, explain.find_layer(model), 75)
+    for centers in (rows, cols):
+        np.testing.assert_allclose(centers, 4 * np.arange(15) + 8.5, atol=1.0)
