@@ -1,7 +1,7 @@
 """How faithful are the Grad-CAM heatmaps of a trained model? The three measures of
 ``mnist_loc.explain.faithfulness`` for both heads on a task's fixed test canvases.
 
-    python benchmarks/explain_faithfulness.py --model runs/default/model.keras [--canvases 1000] [--data-dir DIR]
+    python benchmarks/explain_faithfulness.py --model runs/default/model.keras [--canvases 1000] [--data-dir DIR] [--json F] [--picture F.png]
 
 The task is the model's own (its ``task.json``). Prints, per head: the mean share of the map
 inside the true box (and the box's share of the canvas, what a uniform map scores), the
@@ -28,6 +28,7 @@ def main():
     parser.add_argument("--canvases", type=int, default=1000, help="the first N fixed test canvases")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", default=None, help="also write the numbers here")
+    parser.add_argument("--picture", default=None, help="also draw both heads' maps for the first 8 canvases (PNG)")
     args = parser.parse_args()
     model = artifacts.load_model(args.model)
     task, _ = artifacts.read_task(args.model)
@@ -43,6 +44,14 @@ def main():
               f"deletion: score {d['score']:.3f} -> top {d['top']:.3f} vs random {d['random']:.3f} "
               f"(drop {d['drop_top']:.3f} vs {d['drop_random']:.3f}; top hurts more on {d['top_beats_random']:.1%}); "
               f"rank correlation with fresh weights {rnd['mean_rank_correlation']:.3f}")
+    if args.picture:
+        from mnist_loc.evaluation import predict
+        from mnist_loc.plots import plot_heatmaps
+
+        first = images[:8]
+        pred = predict(model, first)
+        maps = {head: explain.heatmaps(model, first, head) for head in explain.HEADS}
+        plot_heatmaps(first, maps, boxes[:8], pred["boxes"], pred_labels=pred["labels"], title=f"{args.model}: test canvases").savefig(args.picture, dpi=100)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
