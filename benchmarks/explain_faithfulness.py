@@ -7,7 +7,8 @@ The task is the model's own (its ``task.json``). Prints, per head: the mean shar
 inside the true box (and the box's share of the canvas, what a uniform map scores), the
 deletion check (score intact, after zeroing the top 10% of the box's pixel count by the map,
 after zeroing as many random pixels of the box; share of canvases where the top pixels hurt
-more) and the mean rank correlation with a fresh-weights copy (the randomization check).
+more), the mean rank correlation with a fresh-weights copy (the randomization check) and,
+outside the box, the median map value and the share of the mass in faint pixels (< 0.2).
 """
 
 import argparse
@@ -44,6 +45,12 @@ def main():
               f"deletion: score {d['score']:.3f} -> top {d['top']:.3f} vs random {d['random']:.3f} "
               f"(drop {d['drop_top']:.3f} vs {d['drop_random']:.3f}; top hurts more on {d['top_beats_random']:.1%}); "
               f"rank correlation with fresh weights {rnd['mean_rank_correlation']:.3f}")
+    for head in explain.HEADS:  # where the mass outside the box comes from: a faint floor, or bright spots?
+        maps = explain.heatmaps(model, images, head)
+        outside = maps[~explain._inside(boxes, maps.shape[1])]
+        results[head]["outside"] = {"median": float(np.median(outside)), "faint_share": float(outside[outside < 0.2].sum() / outside.sum())}
+        print(f"{head:>15}: outside the true box the median map value is {np.median(outside):.3f}; "
+              f"{outside[outside < 0.2].sum() / outside.sum():.1%} of the mass there is in pixels below 0.2")
     if args.picture:
         from mnist_loc.evaluation import predict
         from mnist_loc.plots import plot_heatmaps

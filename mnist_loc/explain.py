@@ -118,8 +118,8 @@ def _function(model, layer, head, class_index, size):
 
 def receptive_centers(model: keras.Model, layer, size: int, probes: int = 4) -> tuple[np.ndarray, np.ndarray]:
     """Where each row and column of ``layer``'s output looks on an ``S x S`` canvas: the
-    centers (in pixel indices, float64 ``[h]`` and ``[w]``) of their effective receptive
-    fields, the gradient-weighted mean input position on random canvases.
+    centers (in pixel indices, float64 ``[h]`` and ``[w]``) of their receptive fields, the
+    middle of the input pixels with a non-zero gradient on random canvases.
 
     A layer after unpadded convolutions does not cover the canvas edge to edge: the course
     model's last convolution (15 x 15) looks at pixels 8.5 to 64.5 of 75, so stretching its
@@ -138,7 +138,10 @@ def receptive_centers(model: keras.Model, layer, size: int, probes: int = 4) -> 
         for total in totals:
             gradient = tape.gradient(total, x)
             weight = np.abs(gradient.numpy()).sum(axis=(0, 3)).sum(axis=axis) if gradient is not None else np.zeros(size)
-            out.append((positions * weight).sum() / weight.sum() if weight.sum() > 0 else np.nan)
+            seen = positions[weight > 1e-9 * weight.max()] if weight.max() > 0 else positions[:0]
+            # The middle of what the row (column) sees at all: a gradient-weighted mean would follow
+            # the weights' asymmetry (up to 2 px off for fresh weights) rather than the geometry.
+            out.append((seen.min() + seen.max()) / 2 if len(seen) else np.nan)
         return np.array(out)
 
     rows, cols = centers(tape, row_sums, 1), centers(tape, col_sums, 0)
