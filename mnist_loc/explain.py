@@ -110,7 +110,10 @@ def _function(model, layer, head, class_index, size):
     functions = _FUNCTIONS.setdefault(model, {})
     key = (id(layer), head, class_index, size)
     if key not in functions:
-        rows, cols = (tf.constant(m) for m in upsampling(model, layer, size))
+        placement = ("upsampling", id(layer), size)  # the same for every head
+        if placement not in functions:
+            functions[placement] = tuple(tf.constant(m) for m in upsampling(model, layer, size))
+        rows, cols = functions[placement]
         model_ref, layer_ref = weakref.ref(model), weakref.ref(layer)  # weak: the cache must not keep them alive
         functions[key] = tf.function(lambda x: _maps(model_ref(), layer_ref(), x, head, class_index, rows, cols), autograph=False, reduce_retracing=True)
     return functions[key]
@@ -124,28 +127,34 @@ def receptive_centers(model: keras.Model, layer, size: int, probes: int = 4) -> 
     A layer after unpadded convolutions does not cover the canvas edge to edge: the course
     model's last convolution (15 x 15) looks at pixels 8.5 to 64.5 of 75, so stretching its
     map over the whole canvas would misplace it by up to 8 pixels."""
-    x = tf.constant(np.random.default_rng(0).uniform(0, 1, (probes, size, size, 1)).astype(np.float32))
-    with tf.GradientTape(persistent=True) as tape:
+    probe = np.random.default_rng(0).uniform(0, 1, (probes, size, size, 1)).astype(np.float32)
+    _, caught = _run_catching(model, layer, tf.constant(probe[:1]))
+    h, w = int(caught.shape[1]), int(caught.shape[2])
+    # One copy of the probes per output row and column, each scoring only its own row (column):
+    # one backward pass gives every copy the gradient of its row (column) alone.
+    x = tf.constant(np.repeat(probe, h + w, axis=0))  # [probes * (h + w), S, S, 1]: probe p, line l at p * (h + w) + l
+    select = np.zeros((h + w, h, w, 1), np.float32)
+    for i in range(h):
+        select[i, i] = 1.0
+    for j in range(w):
+        select[h + j, :, j] = 1.0
+    select = tf.constant(np.tile(select, (probes, 1, 1, 1)))
+    with tf.GradientTape() as tape:
         tape.watch(x)
         _, caught = _run_catching(model, layer, x)
-        activations = tf.cast(caught, tf.float32)
-        row_sums = [tf.reduce_sum(activations[:, i]) for i in range(activations.shape[1])]
-        col_sums = [tf.reduce_sum(activations[:, :, j]) for j in range(activations.shape[2])]
+        total = tf.reduce_sum(tf.cast(caught, tf.float32) * select)
+    gradient = tape.gradient(total, x)
+    weight = np.zeros((h + w, size, size)) if gradient is None else np.abs(gradient.numpy()[..., 0]).reshape(probes, h + w, size, size).sum(0)
     positions = np.arange(size, dtype=np.float64)
 
-    def centers(tape, totals, axis):
-        out = []
-        for total in totals:
-            gradient = tape.gradient(total, x)
-            weight = np.abs(gradient.numpy()).sum(axis=(0, 3)).sum(axis=axis) if gradient is not None else np.zeros(size)
-            seen = positions[weight > 1e-9 * weight.max()] if weight.max() > 0 else positions[:0]
-            # The middle of what the row (column) sees at all: a gradient-weighted mean would follow
-            # the weights' asymmetry (up to 2 px off for fresh weights) rather than the geometry.
-            out.append((seen.min() + seen.max()) / 2 if len(seen) else np.nan)
-        return np.array(out)
+    def middle(profile):
+        # The middle of what the row (column) sees at all: a gradient-weighted mean would follow
+        # the weights' asymmetry (up to 2 px off for fresh weights) rather than the geometry.
+        seen = positions[profile > 1e-9 * profile.max()] if profile.max() > 0 else positions[:0]
+        return (seen.min() + seen.max()) / 2 if len(seen) else np.nan
 
-    rows, cols = centers(tape, row_sums, 1), centers(tape, col_sums, 0)
-    del tape
+    rows = np.array([middle(weight[i].sum(axis=1)) for i in range(h)])
+    cols = np.array([middle(weight[h + j].sum(axis=0)) for j in range(w)])
     return rows, cols
 
 
