@@ -301,8 +301,8 @@ def _cmd_predict(args) -> int:
     model = artifacts.load_model(args.model)
     task, names = _saved_task(args.model, model)
     size = task.canvas_size
-    canvases = [read_image(path, size)[0] for path in args.images]
-    pred = predict(model, np.stack(canvases), tta=args.tta, canvas_size=size)
+    images = np.stack([read_image(path, size)[0] for path in args.images])
+    pred = predict(model, images, tta=args.tta, canvas_size=size)
     for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
         pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
         what = f"digit {label}" if task.dataset == "mnist" else f"class {names[label] if names else label}"
@@ -310,7 +310,7 @@ def _cmd_predict(args) -> int:
     if args.draw:
         from .plots import plot_canvases
 
-        fig = plot_canvases(np.stack(canvases), None, pred["boxes"], pred_labels=pred["labels"])
+        fig = plot_canvases(images, None, pred["boxes"], pred_labels=pred["labels"])
         with artifacts.atomic_path(args.draw) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         print(f"wrote {args.draw}")
@@ -318,7 +318,6 @@ def _cmd_predict(args) -> int:
         from .explain import HEADS, heatmaps
         from .plots import plot_heatmaps
 
-        images = np.stack(canvases)
         maps = {head: heatmaps(model, images, head) for head in HEADS}
         fig = plot_heatmaps(images, maps, None, pred["boxes"], pred_labels=pred["labels"])
         with artifacts.atomic_path(args.explain) as tmp:

@@ -143,6 +143,17 @@ def _make_forward(model_ref, tta: bool):
     return tf.function(averaged, autograph=False, reduce_retracing=True)
 
 
+def model_canvases(model: keras.Model, images, canvas_size: int | None = None) -> np.ndarray:
+    """``images`` checked as canvases for ``model`` (:func:`check_images`): float32
+    ``[N, S, S, 1]``, ``S`` being ``canvas_size``, else what the model declares, else the
+    images' own side."""
+    size = canvas_size or model_canvas_size(model)
+    if size is None:
+        shape = np.shape(images)
+        size = shape[1] if len(shape) == 4 or (len(shape) == 3 and shape[0] != shape[1]) else shape[0]
+    return check_images(images, int(size))
+
+
 def predict(model: keras.Model, images, batch_size: int = 500, *, tta: bool = False, canvas_size: int | None = None) -> dict:
     """Run any model with the two outputs on canvases (see :func:`check_images` for accepted forms).
 
@@ -152,11 +163,7 @@ def predict(model: keras.Model, images, batch_size: int = 500, *, tta: bool = Fa
     xmax, ymax]`` normalized to the canvas. ``tta``: average over shifted copies
     (:data:`TTA_SHIFTS`).
     """
-    size = canvas_size or model_canvas_size(model)
-    if size is None:
-        shape = np.shape(images)
-        size = shape[1] if len(shape) == 4 or (len(shape) == 3 and shape[0] != shape[1]) else shape[0]
-    canvases = check_images(images, int(size))
+    canvases = model_canvases(model, images, canvas_size)
     forward = _forward(model, tta)
     parts = [forward(canvases[i: i + batch_size]) for i in range(0, len(canvases), batch_size)]
     outputs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("classification", "bounding_box")}

@@ -32,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from .boxes import iou
-from .evaluation import check_images, model_canvas_size, predict
+from .evaluation import model_canvas_size, model_canvases, predict
 
 HEADS = ("classification", "bounding_box")
 CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
@@ -102,7 +102,7 @@ def _unit(maps):
 
 
 # One graph function per (model, layer, head, class), kept while the model lives: eager
-# Grad-CAM ran at about a fifth of predict's speed.
+# Grad-CAM ran several times slower than predict.
 _FUNCTIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -223,13 +223,9 @@ def heatmaps(model: keras.Model, images, head: str = "classification", *, class_
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if class_index is not None and head != "classification":
         raise ValueError("class_index applies to head='classification' only")
-    size = model_canvas_size(model)
-    if size is None:
-        shape = np.shape(images)
-        size = shape[-2] if len(shape) == 4 else shape[-1]
-    canvases = check_images(images, int(size))
+    canvases = model_canvases(model, images)
     target = find_layer(model, layer)
-    function = _function(model, target, head, class_index, int(size))
+    function = _function(model, target, head, class_index, canvases.shape[1])
     parts = [function(tf.constant(canvases[i: i + batch_size])).numpy() for i in range(0, len(canvases), batch_size)]
     return np.concatenate(parts).astype(np.float32)
 
@@ -263,9 +259,12 @@ def mass_inside(maps, boxes) -> np.ndarray:
 
 
 def _scores(model, canvases, head, reference, canvas_size):
-    pred = predict(model, canvases, canvas_size=canvas_size)
+    return _score(predict(model, canvases, canvas_size=canvas_size), head, reference)
+
+
+def _score(pred, head, reference):
     if head == "classification":
-        return pred["probabilities"][np.arange(len(canvases)), reference]
+        return pred["probabilities"][np.arange(len(reference)), reference]
     return iou(pred["boxes"], reference)
 
 
@@ -288,8 +287,8 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    size = model_canvas_size(model) or np.shape(maps)[-1]
-    canvases = check_images(images, int(size))[..., 0]
+    canvases = model_canvases(model, images)[..., 0]
+    size = canvases.shape[1]
     maps = np.asarray(maps, np.float32)
     if maps.shape != canvases.shape:
         raise ValueError(f"maps have shape {maps.shape}, canvases {canvases.shape}")
@@ -306,7 +305,7 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
         if len(in_box):
             random[i, rng.choice(in_box, size=k, replace=False)] = 0.0
     shape = canvases.shape + (1,)
-    intact = _scores(model, canvases[..., None], head, reference, size)
+    intact = _score(pred, head, reference)
     after_top = _scores(model, top.reshape(shape), head, reference, size)
     after_random = _scores(model, random.reshape(shape), head, reference, size)
     drop_top, drop_random = intact - after_top, intact - after_random
@@ -358,17 +357,19 @@ def fresh_copy(model: keras.Model, seed: int = 1) -> keras.Model:
     return fresh
 
 
-def randomization(model: keras.Model, images, head: str = "classification", *, fresh: keras.Model | None = None, layer=None) -> dict:
+def randomization(model: keras.Model, images, head: str = "classification", *, fresh: keras.Model | None = None, layer=None, maps=None) -> dict:
     """The model-randomization sanity check: heatmaps of ``model`` against those of the same
     architecture with fresh weights (``fresh``, default :func:`fresh_copy`). A faithful
     explanation depends on what the model learned, so the two should differ: a mean rank
     correlation near 1 means the map only traces the input (e.g. its ink).
 
+    ``maps``: the model's heatmaps of ``images`` for ``head`` and ``layer`` when already made.
     Returns ``{"mean_rank_correlation", "median_rank_correlation", "num_examples"}`` over
     the canvases whose maps are not constant."""
     fresh = fresh or fresh_copy(model)
     layer_name = find_layer(model, layer).name
-    rho = rank_correlation(heatmaps(model, images, head, layer=layer_name), heatmaps(fresh, images, head, layer=layer_name))
+    maps = heatmaps(model, images, head, layer=layer_name) if maps is None else maps
+    rho = rank_correlation(maps, heatmaps(fresh, images, head, layer=layer_name))
     rho = rho[np.isfinite(rho)]
     return {"mean_rank_correlation": float(rho.mean()) if len(rho) else float("nan"),
             "median_rank_correlation": float(np.median(rho)) if len(rho) else float("nan"), "num_examples": int(len(rho))}
@@ -378,14 +379,16 @@ def faithfulness(model: keras.Model, images, boxes, head: str = "classification"
     """The three measures for one head on canvases with their true boxes (``[B, 4]``,
     normalized): ``mass_inside`` (mean share of a map inside the true box) with
     ``box_area`` (the mean share of the canvas the box covers: what a uniform map would
-    score), ``deletion`` (:func:`deletion` at ``fraction``) and ``randomization``
-    (:func:`randomization`)."""
+    score), ``outside`` (outside the box: the median map value and the share of the mass
+    there in faint pixels, below 0.2), ``deletion`` (:func:`deletion` at ``fraction``) and
+    ``randomization`` (:func:`randomization`). The maps are made once for all three."""
     maps = heatmaps(model, images, head)
-    inside = mass_inside(maps, boxes)
-    area = _inside(boxes, maps.shape[1]).mean(axis=(1, 2))
+    inside_box = _inside(boxes, maps.shape[1])
+    outside = maps[~inside_box]
     return {
         "head": head, "num_examples": len(maps),
-        "mass_inside": float(np.nanmean(inside)), "box_area": float(area.mean()),
+        "mass_inside": float(np.nanmean(mass_inside(maps, boxes))), "box_area": float(inside_box.mean()),
+        "outside": {"median": float(np.median(outside)), "faint_share": float(outside[outside < 0.2].sum() / outside.sum())},
         "deletion": deletion(model, images, maps, boxes, head, fraction=fraction, seed=seed),
-        "randomization": randomization(model, images, head, fresh=fresh),
+        "randomization": randomization(model, images, head, fresh=fresh, maps=maps),
     }

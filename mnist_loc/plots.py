@@ -68,20 +68,26 @@ def plot_canvases(
             draw_box(ax, true_boxes[i], canvas_size, TRUE_COLOR)
         if pred_boxes is not None:
             draw_box(ax, pred_boxes[i], canvas_size, PRED_COLOR)
-        parts, bad = [], False
-        if pred_labels is not None:
-            parts.append(f"pred {int(pred_labels[i])}")
-            bad |= true_labels is not None and int(pred_labels[i]) != int(true_labels[i])
-        elif true_labels is not None:
-            parts.append(f"label {int(true_labels[i])}")
-        if ious is not None:
-            parts.append(f"IoU {float(ious[i]):.2f}")
-            bad |= float(ious[i]) < iou_threshold
-        if parts:
-            ax.set_xlabel("\n".join(parts), color="red" if bad else "black", fontsize=9)
+        _caption(ax, i, true_labels, pred_labels, ious, iou_threshold)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _caption(ax, i, true_labels, pred_labels, ious, iou_threshold: float = 0.6) -> None:
+    """Under canvas ``i``: the predicted label (or the true one) and the IoU, in red when
+    the label is wrong or the IoU is below ``iou_threshold``."""
+    parts, bad = [], False
+    if pred_labels is not None:
+        parts.append(f"pred {int(pred_labels[i])}")
+        bad |= true_labels is not None and int(pred_labels[i]) != int(true_labels[i])
+    elif true_labels is not None:
+        parts.append(f"label {int(true_labels[i])}")
+    if ious is not None:
+        parts.append(f"IoU {float(ious[i]):.2f}")
+        bad |= float(ious[i]) < iou_threshold
+    if parts:
+        ax.set_xlabel("\n".join(parts), color="red" if bad else "black", fontsize=9)
 
 
 def plot_history(history: dict) -> Figure:
@@ -198,7 +204,8 @@ def plot_heatmaps(
       maps: ``[N, S, S]`` in [0, 1] (:func:`mnist_loc.explain.heatmaps`), or a dict of
         them by head name: one row per entry, under a first row with the plain canvases.
       true_boxes, pred_boxes: optional ``[N, 4]`` normalized boxes, drawn on every row.
-      true_labels, pred_labels, ious: optional ``[N]``, written under the canvases.
+      true_labels, pred_labels, ious: optional ``[N]``, written under the canvases as in
+        :func:`plot_canvases`.
     """
     images = np.asarray(images)
     images = images[..., 0] if images.ndim == 4 else images
@@ -225,15 +232,7 @@ def plot_heatmaps(
         label = HEAD_TITLES.get(name, name)
         axes[row, 0].set_ylabel(label if len(label) < 16 else label.replace(" to ", "\nto "), fontsize=8)
     for i in range(n):
-        parts = []
-        if pred_labels is not None:
-            parts.append(f"pred {int(pred_labels[i])}" + (f" (true {int(true_labels[i])})" if true_labels is not None and int(true_labels[i]) != int(pred_labels[i]) else ""))
-        elif true_labels is not None:
-            parts.append(f"label {int(true_labels[i])}")
-        if ious is not None:
-            parts.append(f"IoU {float(ious[i]):.2f}")
-        if parts:
-            axes[-1, i].set_xlabel("\n".join(parts), fontsize=9)
+        _caption(axes[-1, i], i, true_labels, pred_labels, ious)
     if title:
         fig.suptitle(title)
     return fig

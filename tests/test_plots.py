@@ -99,6 +99,7 @@ def test_heatmaps_overlay_each_head_on_its_canvas_with_both_boxes():
     assert [len(ax.images) for ax in axes.ravel()] == [1, 1, 1, 2, 2, 2, 2, 2, 2]
     np.testing.assert_array_equal(axes[2, 1].images[1].get_array(), 1 - heat[1])
     assert all(sum(isinstance(p, Rectangle) for p in ax.patches) == 2 for ax in axes.ravel())
-    assert axes[1, 0].get_ylabel().startswith("where it looks") and "pred 7 (true 3)" in axes[2, 2].get_xlabel()
+    assert axes[1, 0].get_ylabel().startswith("where it looks") and "pred 7" in axes[2, 2].get_xlabel()
+    assert axes[2, 2].xaxis.label.get_color() == "red" and axes[2, 0].xaxis.label.get_color() == "black", "wrong label in red"
     with pytest.raises(ValueError, match=r"maps\['classification'\] has shape"):
         plot_heatmaps(images, {"classification": heat[:2]})
