@@ -392,3 +392,16 @@ def faithfulness(model: keras.Model, images, boxes, head: str = "classification"
         "deletion": deletion(model, images, maps, boxes, head, fraction=fraction, seed=seed),
         "randomization": randomization(model, images, head, fresh=fresh, maps=maps),
     }
+
+
+def faithfulness_table(results: dict) -> str:
+    """A Markdown table of :func:`faithfulness` results, one row per head
+    (``{head: result}``): mass inside the true box against the box's area, the deletion
+    check's scores and win rate, and the rank correlation with fresh weights."""
+    lines = ["| head | canvases | mass inside true box | box area | score intact | top 10% deleted | random 10% of box deleted | top hurts more | rank corr. with fresh weights |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for head, r in results.items():
+        d = r["deletion"]
+        lines.append(f"| {head} | {r['num_examples']:,} | {r['mass_inside']:.3f} | {r['box_area']:.3f} | {d['score']:.3f} | "
+                     f"{d['top']:.3f} | {d['random']:.3f} | {d['top_beats_random']:.1%} | {r['randomization']['mean_rank_correlation']:.3f} |")
+    return "\n".join(lines)

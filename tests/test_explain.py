@@ -160,6 +160,22 @@ def test_deletion_of_the_top_pixels_hurts_more_than_random_box_pixels():
     assert box["score"] == pytest.approx(1.0) and 0 <= box["top"] <= 1
 
 
+def test_faithfulness_gathers_the_three_measures_on_one_set_of_maps_and_tabulates_them():
+    # The tiny model's classification map is the canvas over its maximum, so the share inside
+    # the left half of the canvas (pixel columns 0 and 1) is that half's share of the ink.
+    model = tiny_model(class_sign=0.5)
+    x = canvases(n=6, seed=2)
+    boxes = np.tile(np.array([[0.0, 0.0, 0.5, 1.0]], np.float32), (6, 1))
+    result = explain.faithfulness(model, x, boxes, "classification", fresh=tiny_model(class_sign=0.5))
+    by_hand = (x[:, :, :2].sum((1, 2)) / x.sum((1, 2))).mean()
+    assert result["mass_inside"] == pytest.approx(by_hand, abs=1e-6)
+    assert result["box_area"] == 0.5 and result["num_examples"] == 6
+    assert result["randomization"]["mean_rank_correlation"] == pytest.approx(1.0), "the same weights give the same maps"
+    assert result["deletion"] == explain.deletion(model, x, explain.heatmaps(model, x, "classification"), boxes, "classification")
+    table = explain.faithfulness_table({"classification": result}).splitlines()
+    assert len(table) == 3 and table[2].startswith(f"| classification | 6 | {by_hand:.3f} | 0.500 |")
+
+
 def test_randomization_compares_with_fresh_weights():
     model = build_model()
     x = np.random.default_rng(0).uniform(0, 1, (4, 75, 75, 1)).astype(np.float32)

@@ -38,7 +38,7 @@ def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tm
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "harder_canvases.ipynb"),
         str(executed),  # never the committed notebook
-        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 5, "DATA_DIR": mnist_dir},
+        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 5, "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "runs")},
         cwd=str(ROOT / "notebooks"),
         kernel_name="python3",
         progress_bar=False,
@@ -50,5 +50,8 @@ def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tm
     assert "(a) course task" in markdown and "(c) (b) + 4 fragments · mnist_loc" in markdown and "mean IoU, small" in markdown
     text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
     assert text.count("train_seconds") == 4
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert folders == ["sized-cluttered-course-lab", "sized-cluttered-mnist_loc", "sized-course-lab", "sized-mnist_loc"]
+    assert "| sized-cluttered | mnist_loc |" in markdown, "the runs' table, read back from their folders"
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2 + 2 * 3, "task samples, then per task: by size, predictions, worst cases"
