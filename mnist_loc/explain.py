@@ -115,7 +115,10 @@ def _function(model, layer, head, class_index, size):
             functions[placement] = tuple(tf.constant(m) for m in upsampling(model, layer, size))
         rows, cols = functions[placement]
         model_ref, layer_ref = weakref.ref(model), weakref.ref(layer)  # weak: the cache must not keep them alive
-        functions[key] = tf.function(lambda x: _maps(model_ref(), layer_ref(), x, head, class_index, rows, cols), autograph=False, reduce_retracing=True)
+        # Any batch size, one trace: TensorFlow counts traces per source line, over every model's
+        # function, and warns of "retracing" when a notebook explains 8 canvases, then 1,000.
+        signature = [tf.TensorSpec([None, size, size, 1], tf.float32)]
+        functions[key] = tf.function(lambda x: _maps(model_ref(), layer_ref(), x, head, class_index, rows, cols), autograph=False, input_signature=signature)
     return functions[key]
 
 

@@ -190,8 +190,9 @@ def test_one_graph_function_per_model_and_head_and_the_model_is_not_kept_alive()
     import weakref
 
     model, x = tiny_model(), canvases()
-    for _ in range(3):
-        explain.heatmaps(model, x, "classification")
+    for count in (3, 1, 2, 3):  # batches of other sizes, too
+        explain.heatmaps(model, x[:count], "classification")
+    explain.heatmaps(model, np.concatenate([x] * 3), "classification", batch_size=4)  # a short last batch
     (function,) = [f for key, f in explain._FUNCTIONS[model].items() if key[0] != "upsampling"]
     assert function.experimental_get_tracing_count() == 1
     ref = weakref.ref(model)
