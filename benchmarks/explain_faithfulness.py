@@ -7,7 +7,7 @@ The task is the model's own (its ``task.json``). Prints, per head: the mean shar
 inside the true box (and the box's share of the canvas, what a uniform map scores), the
 deletion check (score intact, after zeroing the top 10% of the box's pixel count by the map,
 after zeroing as many random pixels of the box; share of canvases where the top pixels hurt
-more), the mean rank correlation with a fresh-weights copy (the randomization check) and,
+more, and the share of the deleted pixels that had ink), the mean rank correlation with a fresh-weights copy (the randomization check) and,
 outside the box, the median map value and the share of the mass in faint pixels (< 0.2).
 """
 
@@ -43,7 +43,8 @@ def main():
         d, rnd = r["deletion"], r["randomization"]
         print(f"{head:>15}: mass inside the true box {r['mass_inside']:.3f} (box area {r['box_area']:.3f}); "
               f"deletion: score {d['score']:.3f} -> top {d['top']:.3f} vs random {d['random']:.3f} "
-              f"(drop {d['drop_top']:.3f} vs {d['drop_random']:.3f}; top hurts more on {d['top_beats_random']:.1%}); "
+              f"(drop {d['drop_top']:.3f} vs {d['drop_random']:.3f}; top hurts more on {d['top_beats_random']:.1%}; "
+              f"ink in the deleted pixels {d['ink_top']:.1%} vs {d['ink_random']:.1%}); "
               f"rank correlation with fresh weights {rnd['mean_rank_correlation']:.3f}")
     for head in explain.HEADS:  # where the mass outside the box comes from: a faint floor, or bright spots?
         outside = results[head]["outside"]

@@ -284,7 +284,8 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
     Returns ``{"score": mean score intact, "top": mean score after deleting the top pixels,
     "random": ... after deleting random box pixels, "drop_top", "drop_random": the mean
     drops, "top_beats_random": share of canvases where the top pixels' drop is larger,
-    "num_examples"}``.
+    "ink_top", "ink_random": the mean share of the deleted pixels that had ink (> 0), which
+    says how strong the random baseline is (a tight box is mostly ink), "num_examples"}``.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -299,14 +300,20 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
     pred = predict(model, canvases[..., None], canvas_size=size)
     reference = pred["labels"] if head == "classification" else pred["boxes"]
     rng = np.random.default_rng(seed)
-    top, random = canvases.reshape(len(canvases), -1).copy(), canvases.reshape(len(canvases), -1).copy()
+    flat = canvases.reshape(len(canvases), -1)
+    top, random = flat.copy(), flat.copy()
+    ink_top, ink_random = np.zeros(len(canvases)), np.full(len(canvases), np.nan)
     for i in range(len(canvases)):
         in_box = np.flatnonzero(inside[i])
         k = max(1, int(round(fraction * len(in_box))))
         # A stable sort: ties (flat regions of the map) are broken by pixel order, reproducibly.
-        top[i, np.argsort(-maps[i].ravel(), kind="stable")[:k]] = 0.0
+        chosen = np.argsort(-maps[i].ravel(), kind="stable")[:k]
+        top[i, chosen] = 0.0
+        ink_top[i] = (flat[i, chosen] > 0).mean()
         if len(in_box):
-            random[i, rng.choice(in_box, size=k, replace=False)] = 0.0
+            chosen = rng.choice(in_box, size=k, replace=False)
+            random[i, chosen] = 0.0
+            ink_random[i] = (flat[i, chosen] > 0).mean()
     shape = canvases.shape + (1,)
     intact = _score(pred, head, reference)
     after_top = _scores(model, top.reshape(shape), head, reference, size)
@@ -316,6 +323,7 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
         "score": float(intact.mean()), "top": float(after_top.mean()), "random": float(after_random.mean()),
         "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
         "top_beats_random": float((drop_top > drop_random).mean()), "num_examples": len(canvases),
+        "ink_top": float(ink_top.mean()), "ink_random": float(np.nanmean(ink_random)) if np.isfinite(ink_random).any() else float("nan"),
     }
 
 

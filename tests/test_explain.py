@@ -156,8 +156,12 @@ def test_deletion_of_the_top_pixels_hurts_more_than_random_box_pixels():
     assert result["top_beats_random"] > 0.9
     same = explain.deletion(model, x, maps, boxes, "classification", fraction=0.25)
     assert same == result, "the random pixels come from the seed"
+    assert result["ink_top"] == result["ink_random"] == 1.0, "every pixel of these canvases has ink"
     box = explain.deletion(model, x, explain.heatmaps(model, x, "bounding_box"), boxes, "bounding_box", fraction=0.25)
     assert box["score"] == pytest.approx(1.0) and 0 <= box["top"] <= 1
+    x[:, 2:, :] = 0.0  # ink in the top half only: the map's top pixels are ink, half the box's are not
+    half = explain.deletion(model, x, explain.heatmaps(model, x, "classification"), boxes, "classification", fraction=0.25)
+    assert half["ink_top"] == 1.0 and 0.2 < half["ink_random"] < 0.8
 
 
 def test_faithfulness_gathers_the_three_measures_on_one_set_of_maps_and_tabulates_them():
