@@ -27,7 +27,9 @@ def test_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
     assert "Test report" in text and "mean IoU" in text and "reach IoU >= 0.6" in text
     assert "METRICS" in text
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 5, "sample canvases, history, predictions, histogram and worst cases are drawn"
+    assert len(images) >= 6, "sample canvases, history, predictions, histogram, worst cases and heatmaps are drawn"
+    markdown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    assert "| classification | 1,000 |" in markdown and "| bounding_box | 1,000 |" in markdown, "both heads' faithfulness"
     assert "float32 trunk" in text and "bfloat16 trunk" in text and text.count("on 1,000 canvases") == 2
     assert {"model.keras", "metrics.json", "history.csv", "task.json", "predictions.png"} == {p.name for p in (tmp_path / "run").iterdir()}
 
@@ -38,7 +40,7 @@ def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tm
     papermill.execute_notebook(
         str(ROOT / "notebooks" / "harder_canvases.ipynb"),
         str(executed),  # never the committed notebook
-        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 5, "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "runs")},
+        parameters={"EPOCHS": 1, "STEPS_PER_EPOCH": 5, "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "runs"), "CHECK_CANVASES": 100},
         cwd=str(ROOT / "notebooks"),
         kernel_name="python3",
         progress_bar=False,
@@ -54,4 +56,5 @@ def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tm
     assert folders == ["sized-cluttered-course-lab", "sized-cluttered-mnist_loc", "sized-course-lab", "sized-mnist_loc"]
     assert "| sized-cluttered | mnist_loc |" in markdown, "the runs' table, read back from their folders"
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 2 + 2 * 3, "task samples, then per task: by size, predictions, worst cases"
+    assert len(images) >= 2 + 2 * 3 + 1, "task samples, then per task: by size, predictions, worst cases; heatmaps of (c)'s worst"
+    assert "| bounding_box | 100 |" in markdown and "inside the predicted box" in text, "faithfulness of both heads on (c)"
