@@ -26,6 +26,14 @@ def write_history_csv(path, history: dict) -> None:
     write_text(path, buffer.getvalue())
 
 
+def read_history_csv(path) -> dict:
+    """The ``{metric: [per-epoch values]}`` that :func:`write_history_csv` wrote."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [n for n in (rows[0] if rows else {}) if n != "epoch"]
+    return {n: [float(r[n]) for r in rows if r[n] != ""] for n in names}
+
+
 def save_model(model: keras.Model, path) -> None:
     """Save ``model`` as a ``.keras`` file, atomically."""
     if not os.fspath(path).endswith(".keras"):
@@ -142,11 +150,14 @@ def describe_model(model: keras.Model) -> dict:
     return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(model.count_params()), "compute_dtypes": dtypes}
 
 
-def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None, extra=None) -> dict:
+def save_run(
+    out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None,
+    extra=None, train_cpu_seconds: float | None = None,
+) -> dict:
     """Write a finished run: ``model.keras``, ``metrics.json``, ``history.csv`` (and
     ``predictions.png``, and ``task.json`` when ``task`` is given).
 
-    ``metrics.json`` is ``report`` plus ``train_seconds``, ``config``, ``task``, the
+    ``metrics.json`` is ``report`` plus ``train_seconds`` (wall) and ``train_cpu_seconds``, ``config``, ``task``, the
     model (:func:`describe_model`), library versions and ``extra``; it is returned. ``task.json`` (the dataset, task knobs and class
     names) lets ``evaluate``/``predict`` recreate matching canvases from the model alone.
     Every file is written atomically, with ``out_dir`` locked (:func:`output_lock`).
@@ -160,6 +171,7 @@ def save_run(out_dir, model: keras.Model, report: dict, history: dict, config: d
     metrics = {
         **report,
         "train_seconds": float(train_seconds),
+        **({"train_cpu_seconds": float(train_cpu_seconds)} if train_cpu_seconds is not None else {}),
         "config": config,
         **({"task": task} if task is not None else {}),
         "model": describe_model(model),

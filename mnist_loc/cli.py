@@ -174,7 +174,7 @@ def _cmd_train(args) -> int:
     if done.resumed_from_epoch:
         print(f"resumed after epoch {done.resumed_from_epoch} from {os.path.join(args.out, 'backup')}")
     report = done.report
-    title = f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); train {done.train_seconds:.1f} s"
+    title = f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); train {done.train_seconds:.1f} s (CPU {done.train_cpu_seconds:.0f} s)"
     names = done.digits.class_names
     print(format_report(report, title, class_names=None if config.task.dataset == "mnist" else names))
     print(f"wrote {args.out}/model.keras, task.json, metrics.json, history.csv, predictions.png")

@@ -19,6 +19,7 @@ COLUMNS = (
     ("mean IoU", lambda m: m["mean_iou"], "{:.4f}"),
     ("IoU ≥ 0.5", lambda m: 100.0 * m["iou_at_50"], "{:.2f}%"),
     ("train s", lambda m: m["train_seconds"], "{:.0f}"),
+    ("CPU s", lambda m: m.get("train_cpu_seconds"), "{:.0f}"),  # absent in runs written before it was recorded
 )
 
 
@@ -51,6 +52,8 @@ def run_key(metrics: dict) -> tuple[str, str, str]:
 
 
 def _summary(values, fmt: str) -> str:
+    if any(v is None for v in values):
+        return "–"
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(statistics.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -59,7 +62,8 @@ def _summary(values, fmt: str) -> str:
 def runs_table(folders) -> str:
     """A Markdown table of run folders: one row per task x model x recipe, in first-seen
     order, with the number of seeds and, for error %, accuracy, mean IoU, IoU >= 0.5 and
-    train seconds, the mean over runs and (lowest–highest)."""
+    training seconds (wall and CPU), the mean over runs and (lowest–highest); "–" where a
+    run did not record it."""
     groups: dict = {}
     for folder in folders:
         metrics = read_run(folder)

@@ -30,6 +30,7 @@ class TrainResult:
     model: keras.Model
     history: dict = field(default_factory=dict)  # metric name -> list, one value per epoch
     train_seconds: float = 0.0  # fit time up to the end of the last epoch, validation included, summed over resumes
+    train_cpu_seconds: float = 0.0  # this process's CPU time (all threads) over the same span, summed over resumes
     resumed_from_epoch: int = 0
 
 
@@ -134,21 +135,22 @@ def build_for(model, config: TrainConfig, steps_per_epoch: int, num_classes: int
 class _Recorder(keras.callbacks.Callback):
     """Collect each epoch's logs into ``history`` (name -> list of floats) and the fit time."""
 
-    def __init__(self, history, seconds_before=0.0):
+    def __init__(self, history, seconds_before=(0.0, 0.0)):
         super().__init__()
         self.history = history
-        self.seconds_before = seconds_before  # fit time of earlier, interrupted processes
-        self.seconds = seconds_before
+        self.seconds_before = seconds_before  # (wall, CPU) fit time of earlier, interrupted processes
+        self.seconds, self.cpu_seconds = seconds_before
 
     def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if all(math.isfinite(float(v)) for v in logs.values()):  # a diverged epoch is not history
             for name, value in logs.items():
                 self.history.setdefault(name, []).append(float(value))
-            self.seconds = self.seconds_before + time.perf_counter() - self.start
+            self.seconds = self.seconds_before[0] + time.perf_counter() - self.start
+            self.cpu_seconds = self.seconds_before[1] + time.process_time() - self.cpu_start
             self.epoch_recorded(epoch + 1)
 
     def epoch_recorded(self, epochs_done):
@@ -164,7 +166,7 @@ class _Checkpoint(_Recorder):
         self.config = config
 
     def epoch_recorded(self, epochs_done):
-        _save_backup(self.backup_dir, self.model, self.config, epochs_done, self.history, self.seconds)
+        _save_backup(self.backup_dir, self.model, self.config, epochs_done, self.history, (self.seconds, self.cpu_seconds))
 
 
 class _StopOnNaN(keras.callbacks.Callback):
@@ -188,7 +190,7 @@ class _StopOnNaN(keras.callbacks.Callback):
 _STATE = "state.json"
 
 
-def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds):
+def _save_backup(backup_dir, model, config, epochs_done, history, seconds):
     # Each epoch's weights get their own file and state.json, renamed in last, names the one
     # to resume from: a crash between the two writes leaves the previous epoch's pair intact.
     # Built by numpy in memory, then written by Python's own file: not by Keras' h5py writer (on
@@ -205,7 +207,7 @@ def _save_backup(backup_dir, model, config, epochs_done, history, train_seconds)
             os.fsync(f.fileno())
     state = {
         "epochs_done": epochs_done, "weights": weights, "config": config.to_dict(),
-        "history": history, "train_seconds": train_seconds,
+        "history": history, "train_seconds": seconds[0], "train_cpu_seconds": seconds[1],
     }
     artifacts.write_json(os.path.join(backup_dir, _STATE), state)
     for name in os.listdir(backup_dir):
@@ -240,19 +242,20 @@ class BackupError(ValueError):
 
 
 def _load_backup(backup_dir, model, config):
-    """Restore weights and optimizer state; return ``(epochs_done, history, train_seconds)``.
+    """Restore weights and optimizer state; return ``(epochs_done, history, (wall, CPU) seconds)``.
 
     Raises :class:`BackupError`, naming the folder and the way out, if the backup is
     unreadable (truncated JSON, missing or damaged weights) or from another config.
     """
     state_path = os.path.join(backup_dir, _STATE)
     if not os.path.exists(state_path):
-        return 0, {}, 0.0
+        return 0, {}, (0.0, 0.0)
     way_out = "--restart (or deleting the folder) starts over"
     try:
         with open(state_path, encoding="utf-8") as f:
             state = json.load(f)
-        epochs_done, history, seconds = int(state["epochs_done"]), dict(state["history"]), float(state["train_seconds"])
+        epochs_done, history = int(state["epochs_done"]), dict(state["history"])
+        seconds = (float(state["train_seconds"]), float(state.get("train_cpu_seconds", 0.0)))
         saved_config, weights = state["config"], os.path.join(backup_dir, state["weights"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BackupError(f"the backup in {backup_dir} is unreadable ({_reason(error)}); {way_out}") from None
@@ -328,7 +331,7 @@ def _train(config, model, digits, backup_dir, strategy, verbose, callbacks) -> T
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         model = build_for(model, config, steps, len(digits.class_names))
-    start_epoch, history, seconds_before = (0, {}, 0.0)
+    start_epoch, history, seconds_before = (0, {}, (0.0, 0.0))
     if backup_dir:
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config)
     train_ds = make_dataset(
@@ -369,7 +372,10 @@ def _train(config, model, digits, backup_dir, strategy, verbose, callbacks) -> T
             f"{len(history.get('loss', [])) + 1}; training stopped and no final files were written "
             "(try a lower learning_rate)"
         )
-    return TrainResult(model=model, history=history, train_seconds=recorder.seconds, resumed_from_epoch=start_epoch)
+    return TrainResult(
+        model=model, history=history, train_seconds=recorder.seconds, train_cpu_seconds=recorder.cpu_seconds,
+        resumed_from_epoch=start_epoch,
+    )
 
 
 
