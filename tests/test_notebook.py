@@ -58,3 +58,30 @@ def test_harder_canvases_notebook_runs_clean_with_small_parameters(mnist_dir, tm
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2 + 2 * 3 + 1, "task samples, then per task: by size, predictions, worst cases; heatmaps of (c)'s worst"
     assert "| bounding_box | 100 |" in markdown and "inside the predicted box" in text, "faithfulness of both heads on (c)"
+
+
+def test_your_own_model_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    executed = tmp_path / "own.ipynb"
+    papermill.execute_notebook(
+        str(ROOT / "notebooks" / "your_own_model.ipynb"),
+        str(executed),  # never the committed notebook
+        parameters={"TASK_NAMES": ["cluttered-60"], "SEEDS": [0], "EPOCHS": 1, "STEPS_PER_EPOCH": 5,
+                    "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "runs")},
+        cwd=str(ROOT / "notebooks"),
+        kernel_name="python3",
+        progress_bar=False,
+    )
+    nb = json.loads(executed.read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    assert text.count("trained into") == 2 and "read back" not in text, "both models trained, nothing there to reuse"
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["cluttered-60-cell_vote-seed0", "cluttered-60-course-seed0"]
+    markdown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
+    assert "| cluttered-60 | mnist_loc | default (epochs=1, steps_per_epoch=5) | 1 |" in markdown
+    assert "| cluttered-60 | cell_vote | default (epochs=1, steps_per_epoch=5) | 1 |" in markdown, "the runs' table, from the folders"
+    assert "| cluttered-60 | conv. 2 layers 8.09, RAM 4.04" in markdown, "the published errors beside ours"
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1 + 2, "the task's canvases, then each model's worst cases"
+    assert "cell_vote on cluttered-60:" in text and "course on cluttered-60:" in text
