@@ -83,5 +83,6 @@ def test_your_own_model_notebook_runs_clean_with_small_parameters(mnist_dir, tmp
     assert "| cluttered-60 | cell_vote | default (epochs=1, steps_per_epoch=5) | 1 |" in markdown, "the runs' table, from the folders"
     assert "| cluttered-60 | conv. 2 layers 8.09, RAM 4.04" in markdown, "the published errors beside ours"
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 1 + 2, "the task's canvases, then each model's worst cases"
+    assert len(images) == 1 + 2 + 1, "the task's canvases, each model's worst cases, where both look"
+    assert text.count("mass inside the true box") == 2 and "cell_vote on these 8: class right" in text
     assert "cell_vote on cluttered-60:" in text and "course on cluttered-60:" in text
