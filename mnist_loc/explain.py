@@ -285,7 +285,8 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
     "random": ... after deleting random box pixels, "drop_top", "drop_random": the mean
     drops, "top_beats_random": share of canvases where the top pixels' drop is larger,
     "ink_top", "ink_random": the mean share of the deleted pixels that had ink (> 0), which
-    says how strong the random baseline is (a tight box is mostly ink), "num_examples"}``.
+    says how strong the random baseline is (a tight box is mostly ink), "num_examples",
+    "fraction"}``.
     """
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -322,7 +323,7 @@ def deletion(model: keras.Model, images, maps, boxes, head: str = "classificatio
     return {
         "score": float(intact.mean()), "top": float(after_top.mean()), "random": float(after_random.mean()),
         "drop_top": float(drop_top.mean()), "drop_random": float(drop_random.mean()),
-        "top_beats_random": float((drop_top > drop_random).mean()), "num_examples": len(canvases),
+        "top_beats_random": float((drop_top > drop_random).mean()), "num_examples": len(canvases), "fraction": float(fraction),
         "ink_top": float(ink_top.mean()), "ink_random": float(np.nanmean(ink_random)) if np.isfinite(ink_random).any() else float("nan"),
     }
 
@@ -408,8 +409,13 @@ def faithfulness(model: keras.Model, images, boxes, head: str = "classification"
 def faithfulness_table(results: dict) -> str:
     """A Markdown table of :func:`faithfulness` results, one row per head
     (``{head: result}``): mass inside the true box against the box's area, the deletion
-    check's scores and win rate, and the rank correlation with fresh weights."""
-    lines = ["| head | canvases | mass inside true box | box area | score intact | top 10% deleted | random 10% of box deleted | top hurts more | rank corr. with fresh weights |",
+    check's scores and win rate, and the rank correlation with fresh weights. The results
+    must share one deletion fraction (it names two columns)."""
+    fractions = {r["deletion"]["fraction"] for r in results.values()}
+    if len(fractions) != 1:
+        raise ValueError(f"the results were measured with different deletion fractions {sorted(fractions)}; tabulate them apart")
+    f = f"{fractions.pop():.0%}"
+    lines = [f"| head | canvases | mass inside true box | box area | score intact | top {f} deleted | random {f} of box deleted | top hurts more | rank corr. with fresh weights |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for head, r in results.items():
         d = r["deletion"]

@@ -178,6 +178,11 @@ def test_faithfulness_gathers_the_three_measures_on_one_set_of_maps_and_tabulate
     assert result["deletion"] == explain.deletion(model, x, explain.heatmaps(model, x, "classification"), boxes, "classification")
     table = explain.faithfulness_table({"classification": result}).splitlines()
     assert len(table) == 3 and table[2].startswith(f"| classification | 6 | {by_hand:.3f} | 0.500 |")
+    assert "| top 10% deleted | random 10% of box deleted |" in table[0]
+    other = explain.faithfulness(model, x, boxes, "classification", fraction=0.25, fresh=model)
+    assert "| top 25% deleted | random 25% of box deleted |" in explain.faithfulness_table({"classification": other}).splitlines()[0]
+    with pytest.raises(ValueError, match="different deletion fractions"):
+        explain.faithfulness_table({"classification": result, "again": other})
 
 
 def test_randomization_compares_with_fresh_weights():
