@@ -77,12 +77,12 @@ def test_your_own_model_notebook_runs_clean_with_small_parameters(mnist_dir, tmp
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
     assert text.count("trained into") == 2 and "read back" not in text, "both models trained, nothing there to reuse"
-    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["cluttered-60-cell_vote-seed0", "cluttered-60-course-seed0"]
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["cluttered-60-course-seed0", "cluttered-60-glimpse-seed0"]
     markdown = "".join("".join(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert "| cluttered-60 | mnist_loc | default (epochs=1, steps_per_epoch=5) | 1 |" in markdown
-    assert "| cluttered-60 | cell_vote | default (epochs=1, steps_per_epoch=5) | 1 |" in markdown, "the runs' table, from the folders"
+    assert "| cluttered-60 | glimpse | default (epochs=1, steps_per_epoch=5) | 1 |" in markdown, "the runs' table, from the folders"
     assert "| cluttered-60 | conv. 2 layers 8.09, RAM 4.04" in markdown, "the published errors beside ours"
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == 1 + 2 + 1, "the task's canvases, each model's worst cases, where both look"
-    assert text.count("mass inside the true box") == 2 and "cell_vote on these 8: class right" in text
-    assert "cell_vote on cluttered-60:" in text and "course on cluttered-60:" in text
+    assert text.count("mass inside the true box") == 2 and "glimpse on these 8: class right" in text
+    assert "glimpse on cluttered-60:" in text and "course on cluttered-60:" in text
