@@ -9,7 +9,7 @@ own task (seed 0): recipes are tuned on validation, the test canvases are kept f
 final tables. ``--test`` scores on test instead.
 Prints one line each:
 
-    RESULT {overrides} train_s=... accuracy=... mean_iou=... iou_at_50=... small/medium/large mean IoU ...
+    RESULT {overrides} train_s=... train_cpu_s=... accuracy=... mean_iou=... iou_at_50=... small/medium/large mean IoU ...
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> None:
             f"{name}={row['mean_iou']:.4f}/{row['accuracy']:.4f}" for name, row in r.get("by_size", {}).items() if row["count"]
         )
         print(
-            f"RESULT {json.dumps(overrides)} split={split} train_s={done.train_seconds:.1f} accuracy={r['accuracy']:.4f} "
+            f"RESULT {json.dumps(overrides)} split={split} train_s={done.train_seconds:.1f} train_cpu_s={done.train_cpu_seconds:.1f} accuracy={r['accuracy']:.4f} "
             f"mean_iou={r['mean_iou']:.4f} iou_at_50={r['iou_at_50']:.4%} iou_at_75={r['iou_at_75']:.4%} "
             f"| by size (mean IoU/accuracy): {sizes} | peak_rss_mb={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}",
             flush=True,
