@@ -272,7 +272,7 @@ def test_disk_full_while_saving_the_backup_keeps_the_last_epoch(tmp_path, monkey
     from mnist_loc.training import _save_backup
 
     model = compile_model(build_model())
-    _save_backup(str(tmp_path), model, TrainConfig(), 1, {"loss": [1.0]}, 1.0)
+    _save_backup(str(tmp_path), model, TrainConfig(), 1, {"loss": [1.0]}, (1.0, 1.0))
     before = snapshot(tmp_path)
     real_fsync = os.fsync
 
@@ -281,7 +281,7 @@ def test_disk_full_while_saving_the_backup_keeps_the_last_epoch(tmp_path, monkey
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(files.WriteError) as error:
-        _save_backup(str(tmp_path), model, TrainConfig(), 2, {"loss": [1.0, 0.5]}, 2.0)
+        _save_backup(str(tmp_path), model, TrainConfig(), 2, {"loss": [1.0, 0.5]}, (2.0, 2.0))
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert str(error.value) == f"cannot write {tmp_path / 'epoch-0002.npz'}: No space left on device"
     assert snapshot(tmp_path) == before  # epoch 1's backup as it was, no partial file
