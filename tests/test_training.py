@@ -174,7 +174,9 @@ def test_mirrored_strategy_over_two_cpu_devices_takes_the_single_device_steps(mn
         from mnist_loc.config import TrainConfig
         from mnist_loc.model import build_model
         from mnist_loc.training import seed_everything, train
-        config = TrainConfig(epochs=1, steps_per_epoch=4, validation_canvases=500)
+        # float32: with a bfloat16 trunk (the default where the CPU has it) half-batch and full-batch
+        # gradients round apart by about a fifth of the steps, which says nothing about the averaging.
+        config = TrainConfig(epochs=1, steps_per_epoch=4, validation_canvases=500, mixed_precision=False)
         one = train(config, data_dir={mnist_dir!r}, verbose=0)
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         two = train(config, data_dir={mnist_dir!r}, strategy=strategy, verbose=0)
