@@ -1,12 +1,19 @@
-"""mnist_loc: classify an MNIST digit and regress its box on a 75x75 canvas with one CNN.
+"""mnist_loc: classify an MNIST digit and regress its box on a black canvas with one CNN.
 
 Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
-Modules, bottom up: ``task`` (what the canvases are), ``config`` (the recipe),
-``boxes`` and ``quiet``; ``datasets`` (find or download MNIST); ``data`` (render a
-task's canvases); ``model``; ``training``, ``evaluation``, ``explain`` (Grad-CAM heatmaps) and ``artifacts`` (any
-Keras model with the two outputs); ``runs`` (train + score + run folder), ``table``, ``plots``
-and ``cli``. Names below are imported on first use, so
-``import mnist_loc`` (and ``python -m mnist_loc --help``) does not load TensorFlow.
+Modules, bottom up (a module imports only those before it):
+
+- ``task`` (what the canvases are), ``boxes`` (IoU), ``config`` (the recipe), ``tf_logs``,
+  ``safe_writes`` (atomic files, one writer per folder): pure Python;
+- ``tfds_source`` (where digits come from), ``placement`` (how a canvas is drawn),
+  ``data`` (the in-memory ``Digits`` a run trains on and the canvases drawn from them);
+- ``model`` (the course model, its losses), knowing nothing of data;
+- ``evaluation``, ``training``, ``explain`` (Grad-CAM) for any Keras model with the two
+  outputs; ``artifacts`` (the run folder), ``experiment`` (``run()``: train, score, write);
+- ``table``, ``plots`` and ``cli`` on top.
+
+Names below are imported on first use, so ``import mnist_loc`` (and ``python -m mnist_loc
+--help``) does not load TensorFlow.
 """
 
 import importlib
@@ -18,29 +25,28 @@ _EXPORTS = {
     "TASKS": "task",
     "get_task": "task",
     "iou": "boxes",
-    "DataNotFoundError": "datasets",
-    "import_tensorflow_quietly": "quiet",
-    "load_digits": "data",
-    "make_dataset": "data",
-    "place_digits": "data",
-    "canvases_at": "data",
+    "TrainConfig": "config",
+    "import_tensorflow_quietly": "tf_logs",
+    "DataNotFoundError": "tfds_source",
     "Digits": "data",
+    "make_dataset": "data",
+    "canvases_at": "data",
+    "place_digits": "placement",
     "build_model": "model",
     "compile_model": "model",
     "MeanBoxIoU": "model",
-    "TrainConfig": "config",
-    "TrainingDiverged": "training",
     "train": "training",
+    "TrainingDiverged": "training",
     "ModelOutputError": "training",
-    "run": "runs",
-    "Run": "runs",
-    "runs_table": "table",
     "evaluate": "evaluation",
     "predict": "evaluation",
     "heatmaps": "explain",
     "ModelFileError": "artifacts",
     "load_model": "artifacts",
     "save_model": "artifacts",
+    "run": "experiment",
+    "RunResult": "experiment",
+    "runs_table": "table",
 }
 __all__ = sorted(_EXPORTS)
 

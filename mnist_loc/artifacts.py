@@ -1,4 +1,9 @@
-"""Files a run leaves behind: written atomically, models loaded safely."""
+"""What a run leaves: its folder (``model.keras``, ``task.json``, ``metrics.json``,
+``history.csv``, ``predictions.png``), written atomically and read back; models loaded safely.
+
+Keras is imported only by the functions that save or load a model, so the table of runs
+reads folders without starting TensorFlow.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,17 @@ import os
 import warnings
 import zipfile
 
-import keras
+from .safe_writes import atomic_path, write_json, write_text
 
-from .files import FolderInUse, WriteError, atomic_path, output_lock, write_json, write_text  # noqa: F401  (re-exported)
+TASK_FILE = "task.json"
+METRICS_FILE = "metrics.json"
 
 
 def write_history_csv(path, history: dict) -> None:
-    """Write ``{metric: [per-epoch values]}`` as CSV with an ``epoch`` column (1-based), atomically."""
+    """Write ``{metric: [per-epoch values]}`` as CSV with an ``epoch`` column (1-based), atomically.
+
+    From the history the backup resumes with: Keras' CSVLogger appends as it trains, so a run
+    killed between its row and the backup would repeat that epoch's row on resume."""
     names = sorted(history)
     epochs = max((len(v) for v in history.values()), default=0)
     buffer = io.StringIO()
@@ -34,7 +43,7 @@ def read_history_csv(path) -> dict:
     return {n: [float(r[n]) for r in rows if r[n] != ""] for n in names}
 
 
-def save_model(model: keras.Model, path) -> None:
+def save_model(model, path) -> None:
     """Save ``model`` as a ``.keras`` file, atomically."""
     if not os.fspath(path).endswith(".keras"):
         raise ValueError(f"model path must end in .keras, got {path!r}")
@@ -46,7 +55,7 @@ class ModelFileError(ValueError):
     """A model file is missing, unreadable, not a Keras model, or unsafe to load."""
 
 
-def load_model(path) -> keras.Model:
+def load_model(path):
     """Load a ``.keras`` model saved by mnist_loc, in Keras' safe mode.
 
     Safe mode refuses files that would run arbitrary code when loaded (a ``Lambda``
@@ -54,6 +63,8 @@ def load_model(path) -> keras.Model:
     outside Keras and mnist_loc (``os.system``, ``subprocess.Popen``, ...) is refused. Raises :class:`ModelFileError` with the reason for a
     missing, truncated, non-Keras or unsafe file.
     """
+    import keras
+
     from . import model as _registered  # noqa: F401  registers MeanBoxIoU and BoxLoss
 
     path = os.fspath(path)
@@ -116,9 +127,6 @@ def _foreign_names(config, registered=frozenset()) -> list:
     return found
 
 
-TASK_FILE = "task.json"
-
-
 def task_path(model_path) -> str:
     """Where the task of a saved model is recorded: ``task.json`` beside it."""
     return os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path))), TASK_FILE)
@@ -141,7 +149,7 @@ def read_task(model_path):
         raise ValueError(f"{path} is not a task ({' '.join(str(error).split())})") from None
 
 
-def describe_model(model: keras.Model) -> dict:
+def describe_model(model) -> dict:
     """What a run records of its model: ``name``, ``class`` (module.qualname), ``parameters``
     and ``compute_dtypes`` (the layers' compute dtypes, sorted: ``["bfloat16", "float32"]``
     for the course model's bfloat16 trunk)."""
@@ -150,44 +158,49 @@ def describe_model(model: keras.Model) -> dict:
     return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(model.count_params()), "compute_dtypes": dtypes}
 
 
-def save_run(
-    out_dir, model: keras.Model, report: dict, history: dict, config: dict, train_seconds: float, figure=None, task=None,
-    extra=None, train_cpu_seconds: float | None = None,
-) -> dict:
-    """Write a finished run: ``model.keras``, ``metrics.json``, ``history.csv`` (and
-    ``predictions.png``, and ``task.json`` when ``task`` is given).
+def save_run(out_dir, model, metrics: dict, history: dict, task: dict, figure=None) -> None:
+    """Write a finished run into ``out_dir`` (the caller holds its lock): ``model.keras``,
+    ``metrics.json`` (``metrics``), ``task.json`` (``task``: the task's fields and class names,
+    so ``evaluate``/``predict`` recreate matching canvases from the model alone),
+    ``history.csv`` and, given a ``figure``, ``predictions.png``; each file atomically."""
+    save_model(model, os.path.join(out_dir, "model.keras"))
+    write_json(os.path.join(out_dir, METRICS_FILE), metrics)
+    write_json(os.path.join(out_dir, TASK_FILE), task)
+    write_history_csv(os.path.join(out_dir, "history.csv"), history)
+    if figure is not None:
+        with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
 
-    ``metrics.json`` is ``report`` plus ``train_seconds`` (wall) and ``train_cpu_seconds``, ``config``, ``task``, the
-    model (:func:`describe_model`), library versions and ``extra``; it is returned. ``task.json`` (the dataset, task knobs and class
-    names) lets ``evaluate``/``predict`` recreate matching canvases from the model alone.
-    Every file is written atomically, with ``out_dir`` locked (:func:`output_lock`).
-    """
-    import platform
 
-    import tensorflow as tf
-
-    from . import __version__
-
-    metrics = {
-        **report,
-        "train_seconds": float(train_seconds),
-        **({"train_cpu_seconds": float(train_cpu_seconds)} if train_cpu_seconds is not None else {}),
-        "config": config,
-        **({"task": task} if task is not None else {}),
-        "model": describe_model(model),
-        **(extra or {}),
-        "versions": {"mnist_loc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
-    }
-    with output_lock(out_dir):
-        save_model(model, os.path.join(out_dir, "model.keras"))
-        write_json(os.path.join(out_dir, "metrics.json"), metrics)
-        if task is not None:
-            write_json(os.path.join(out_dir, TASK_FILE), task)
-        write_history_csv(os.path.join(out_dir, "history.csv"), history)
-        if figure is not None:
-            with atomic_path(os.path.join(out_dir, "predictions.png")) as tmp:
-                figure.savefig(tmp, format="png", dpi=100)
+def read_metrics(folder) -> dict:
+    """The ``metrics.json`` of a run folder. Raises ValueError naming the folder if it has none."""
+    path = os.path.join(os.fspath(folder), METRICS_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            metrics = json.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{folder} is not a run folder (no metrics.json)") from None
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({' '.join(str(error).split())})") from None
+    missing = [k for k in ("accuracy", "mean_iou", "iou_at_50", "train_seconds", "train_cpu_seconds", "config") if k not in metrics]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: not written by mnist_loc's run()")
     return metrics
+
+
+def finished_run(out_dir, config: dict, model: dict, split: str, tta: bool) -> dict | None:
+    """The ``metrics.json`` of the finished run in ``out_dir`` if it is this run (the same
+    ``config`` dict, split, test-time augmentation, and a model of the same name and parameter
+    count as ``model``, :func:`describe_model`), else None."""
+    if not os.path.exists(os.path.join(out_dir, "model.keras")):
+        return None
+    try:
+        metrics = read_metrics(out_dir)
+    except ValueError:
+        return None
+    stored = metrics.get("model", {})
+    same = (metrics["config"], metrics.get("split"), bool(metrics.get("tta")), stored.get("name"), stored.get("parameters"))
+    return metrics if same == (config, split, bool(tta), model["name"], model["parameters"]) else None
 
 
 def notebook_metrics(path) -> dict:

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+BOX_LOSSES = ("mse", "l1", "iou_l1")  # the box regression losses of model.BoxLoss
+# Size buckets of a true box by its area in canvas pixels (COCO's idea, scaled to 28 px digits
+# on a 75 px canvas): small < 20^2, medium 20^2 to 36^2, large >= 36^2.
+SIZE_BUCKETS = (("small", 0, 20**2), ("medium", 20**2, 36**2), ("large", 36**2, float("inf")))
+
 
 def iou_tensor(pred, true, xp=np):
     """Element-wise IoU of ``[..., 4]`` boxes with array namespace ``xp``.

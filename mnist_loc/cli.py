@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .quiet import import_tensorflow_quietly  # noqa: F401  (also its old home, for notebooks that import it from here)
+from .tf_logs import import_tensorflow_quietly
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
@@ -62,88 +62,71 @@ def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
     from .task import TASKS
 
-    defaults = TrainConfig()
+    d = TrainConfig()
     parser = _Parser(prog="python -m mnist_loc", description="MNIST object localization: one CNN classifies a digit and regresses its box.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    train = sub.add_parser(
-        "train",
-        help="train the model, evaluate it on the test canvases, save everything",
-        description=(
-            "Train with mnist_loc's recipe for the task, evaluate on the task's fixed test canvases and "
-            "write OUT/model.keras, OUT/task.json, OUT/metrics.json (test report, train_seconds, config), "
-            "OUT/history.csv and OUT/predictions.png. Every finished epoch is backed up in "
-            "OUT/backup/: if the run is interrupted, the same command resumes it."
-        ),
-    )
-    train.add_argument("--task", choices=tuple(TASKS), default="course",
-                       help="named task (default course); --dataset/--scale/--box/--clutter refine it, the recipe stays the named task's")
-    train.add_argument("--epochs", type=_int_at_least(0), default=None, help=f"passes of training (default: the task's recipe, {defaults.epochs} for the course task)")
-    train.add_argument("--steps-per-epoch", type=_int_at_least(1), default=None, help="batches per epoch (default: one pass over the task's training digits)")
-    train.add_argument("--validation-canvases", type=_int_at_least(1), default=None, help="validation canvases scored after each epoch (default: all of the split's)")
-    train.add_argument("--batch-size", type=_int_at_least(1), default=None, help=f"(default: the task's recipe, {defaults.batch_size} for the course task)")
-    train.add_argument("--learning-rate", type=_positive_float, default=None, help=f"peak learning rate (default: the task's recipe, {defaults.learning_rate:g} for the course task)")
-    train.add_argument("--preset", choices=("default", "fast", "lab"), default="default",
-                       help="recipe: mnist_loc's for the task (default), fast (the lab's quality in a fraction of its time) or the course lab's; recipe flags go on top")
-    train.add_argument("--seed", type=_int_at_least(0), default=defaults.seed, help="seed of init, shuffle and placement (default 0)")
+    train = sub.add_parser("train", help="train the model, evaluate it on the test canvases, save everything", description=(
+        "Train with mnist_loc's recipe for the task, evaluate on the task's fixed test canvases and write OUT/model.keras, "
+        "OUT/task.json, OUT/metrics.json (test report, train_seconds, config), OUT/history.csv and OUT/predictions.png. "
+        "Every finished epoch is backed up in OUT/backup/: if the run is interrupted, the same command resumes it."))
+    for flags, kwargs in (
+        (["--task"], dict(choices=tuple(TASKS), default="course", help="named task (default course); --dataset/--scale/--box/--clutter refine it, the recipe stays the named task's")),
+        (["--preset"], dict(choices=("default", "fast", "lab"), default="default", help="recipe: mnist_loc's for the task (default), fast (the lab's quality in a fraction of its time) or the course lab's; recipe flags go on top")),
+        (["--epochs"], dict(type=_int_at_least(0), help=f"passes of training (default: the task's recipe, {d.epochs} for the course task)")),
+        (["--steps-per-epoch"], dict(type=_int_at_least(1), help="batches per epoch (default: one pass over the task's training digits)")),
+        (["--validation-canvases"], dict(type=_int_at_least(1), help="validation canvases scored after each epoch (default: all of the split's)")),
+        (["--batch-size"], dict(type=_int_at_least(1), help=f"(default: the task's recipe, {d.batch_size} for the course task)")),
+        (["--learning-rate"], dict(type=_positive_float, help=f"peak learning rate (default: the task's recipe, {d.learning_rate:g} for the course task)")),
+        (["--seed"], dict(type=_int_at_least(0), default=d.seed, help="seed of init, shuffle and placement (default 0)")),
+        (["--dataset"], dict(help="tfds dataset of 28x28 gray images with class labels: mnist (the tasks'), fashion_mnist, kmnist, emnist/digits, ...")),
+        (["--scale"], dict(nargs=2, type=_positive_float, metavar=("LO", "HI"), help="resize each digit by a factor drawn log-uniformly in [LO, HI] (the course task: 1 1)")),
+        (["--box"], dict(choices=("patch", "ink"), help="target box: the pasted square (the course task's) or the tightest box around the ink")),
+        (["--clutter"], dict(type=_int_at_least(0), help="distractor pieces per canvas (the course task: 0)")),
+        (["--tta"], dict(action="store_true", help="score the test canvases with test-time augmentation (5 shifted views; 5x the predict time)")),
+        (["--out"], dict(default="runs/default", help="output folder (default runs/default)")),
+        (["--strategy"], dict(choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")),
+        (["--restart"], dict(action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")),
+    ):
+        train.add_argument(*flags, **kwargs)
     _add_data_flags(train)
-    train.add_argument("--dataset", default=None, help="tfds dataset of 28x28 gray images with class labels: mnist (the tasks'), fashion_mnist, kmnist, emnist/digits, ...")
-    train.add_argument("--scale", nargs=2, type=_positive_float, metavar=("LO", "HI"), default=None, help="resize each digit by a factor drawn log-uniformly in [LO, HI] (the course task: 1 1)")
-    train.add_argument("--box", choices=("patch", "ink"), default=None, help="target box: the pasted square (the course task's) or the tightest box around the ink")
-    train.add_argument("--clutter", type=_int_at_least(0), default=None, help="distractor pieces per canvas (the course task: 0)")
-    train.add_argument("--tta", action="store_true", help="score the test canvases with test-time augmentation (5 shifted views; 5x the predict time)")
-    train.add_argument("--out", default="runs/default", help="output folder (default runs/default)")
-    train.add_argument("--strategy", choices=("default", "mirrored"), default="default", help="tf.distribute strategy: mirrored uses every visible GPU (or device)")
-    train.add_argument("--restart", action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")
 
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="score a saved model on the fixed test (or validation) canvases",
-        description="Print the evaluation report of a saved model: accuracy, IoU statistics, detection accuracy, per-class numbers. With --json, also write it as JSON.",
-    )
+    evaluate = sub.add_parser("evaluate", help="score a saved model on the fixed test (or validation) canvases", description=(
+        "Print the evaluation report of a saved model: accuracy, IoU statistics, detection accuracy, per-class numbers. "
+        "With --json, also write it as JSON."))
     evaluate.add_argument("--model", required=True, help="a .keras file written by train")
     evaluate.add_argument("--split", choices=("test", "validation"), default="test")
     evaluate.add_argument("--seed", type=_int_at_least(0), default=0, help="placement seed of the canvases (default 0, as train)")
     _add_data_flags(evaluate)
-    evaluate.add_argument("--tta", action="store_true", help="test-time augmentation: average over the canvas and 4 copies shifted by 2 px")
+    evaluate.add_argument("--tta", action="store_true", help=TTA_HELP)
     evaluate.add_argument("--json", metavar="FILE", help="also write the report here")
 
-    predict = sub.add_parser(
-        "predict",
-        help="predict digit and box for image files",
-        description=(
-            "For each image (PNG or .npy, grayscale, light digit on black like MNIST) print the "
-            "predicted digit, its confidence and the box [xmin, ymin, xmax, ymax] in pixels. "
-            "An image smaller than the model's canvas is placed at the canvas' top-left corner "
-            "on black, so the box stays in the image's own pixel frame; a larger one is refused. "
-            "RGB(A) PNGs are converted to gray by averaging R, G and B. With --draw, writes a "
-            "PNG of the images with their predicted boxes; with --explain, a PNG of where the model "
-            "looks for each head (Grad-CAM on its last convolution)."
-        ),
-    )
+    predict = sub.add_parser("predict", help="predict digit and box for image files", description=(
+        "For each image (PNG or .npy, grayscale, light digit on black like MNIST) print the predicted digit, its "
+        "confidence and the box [xmin, ymin, xmax, ymax] in pixels. An image smaller than the model's canvas is placed at "
+        "the canvas' top-left corner on black, so the box stays in the image's own pixel frame; a larger one is refused. "
+        "RGB(A) PNGs are converted to gray by averaging R, G and B. With --draw, writes a PNG of the images with their "
+        "predicted boxes; with --explain, a PNG of where the model looks for each head (Grad-CAM on its last convolution)."))
     predict.add_argument("--model", required=True, help="a .keras file written by train")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--tta", action="store_true", help="test-time augmentation: average over the canvas and 4 copies shifted by 2 px")
+    predict.add_argument("--tta", action="store_true", help=TTA_HELP)
     predict.add_argument("--draw", metavar="OUT.png", help="save the images with predicted boxes drawn")
     predict.add_argument("--explain", metavar="OUT.png", help="save Grad-CAM heatmaps of both heads over the images: where the model looks to name the digit and to place the box")
 
-    table = sub.add_parser(
-        "table",
-        help="compare run folders in one Markdown table",
-        description=(
-            "Read the metrics.json of each run folder (written by train, run() or a notebook, on any "
-            "machine: copy the folders here) and print one row per task x model x recipe: number of "
-            "seeds, then error %%, accuracy, mean IoU, IoU >= 0.5 and train seconds as mean (lowest-highest)."
-        ),
-    )
+    table = sub.add_parser("table", help="compare run folders in one Markdown table", description=(
+        "Read the metrics.json of each run folder (written by train, run() or a notebook, on any machine: copy the "
+        "folders here) and print one row per task x model x recipe: number of seeds, then error %%, accuracy, mean IoU, "
+        "IoU >= 0.5 and train seconds (wall and CPU) as mean (lowest-highest)."))
     table.add_argument("runs", nargs="+", metavar="RUN_DIR")
     return parser
+
+
+TTA_HELP = "test-time augmentation: average over the canvas and 4 copies shifted by 2 px"
 
 
 def train_config(args):
     """The TrainConfig that ``train``'s parsed flags describe: the named task refined by
     the task flags, the preset's recipe for the named task, recipe flags on top."""
-    from .config import TrainConfig
+    from .config import TASK_RECIPES, TrainConfig, preset
     from .task import TASKS
 
     refine = {"dataset": args.dataset, "scale": None if args.scale is None else tuple(args.scale), "box": args.box, "clutter": args.clutter}
@@ -151,8 +134,8 @@ def train_config(args):
     chosen = {name: getattr(args, name) for name in ("epochs", "batch_size", "learning_rate") if getattr(args, name) is not None}
     common = dict(task=task, steps_per_epoch=args.steps_per_epoch, validation_canvases=args.validation_canvases, seed=args.seed, **chosen)
     if args.preset == "default":
-        return TrainConfig.for_task(recipe=args.task, **common)
-    return TrainConfig.preset(args.preset, **common)
+        return TrainConfig.for_task(recipe=TASK_RECIPES.get(args.task, "default"), **common)
+    return preset(args.preset, **common)
 
 
 def _cmd_train(args) -> int:
@@ -160,23 +143,23 @@ def _cmd_train(args) -> int:
 
     from .data import Digits
     from .evaluation import format_report
-    from .runs import run
+    from .experiment import run
 
     config = train_config(args)
     strategy = tf.distribute.MirroredStrategy() if args.strategy == "mirrored" else None
     interactive = sys.stdout.isatty()
     digits = Digits.find(config.task, args.data_dir, download=args.download)  # a first run downloads here
     print(f"task {config.task.describe()}; recipe {config.recipe_label()}", flush=True)
-    done = run(
+    result = run(
         config, out_dir=args.out, digits=digits, restart=args.restart, tta=args.tta,
         strategy=strategy, verbose=1 if interactive else 0, callbacks=() if interactive else None,
     )
-    if done.resumed_from_epoch:
-        print(f"resumed after epoch {done.resumed_from_epoch} from {os.path.join(args.out, 'backup')}")
-    report = done.report
-    title = f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); train {done.train_seconds:.1f} s (CPU {done.train_cpu_seconds:.0f} s)"
-    names = done.digits.class_names
-    print(format_report(report, title, class_names=None if config.task.dataset == "mnist" else names))
+    if result.resumed_from_epoch:
+        print(f"resumed after epoch {result.resumed_from_epoch} from {os.path.join(args.out, 'backup')}")
+    report = result.report
+    title = (f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); "
+             f"train {result.train_seconds:.1f} s (CPU {result.train_cpu_seconds:.0f} s)")
+    print(format_report(report, title, class_names=None if config.task.dataset == "mnist" else digits.class_names))
     print(f"wrote {args.out}/model.keras, task.json, metrics.json, history.csv, predictions.png")
     return 0
 
@@ -190,17 +173,18 @@ def _cmd_table(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from . import artifacts
-    from .data import make_dataset
+    from .data import Digits
     from .evaluation import evaluate, format_report
+    from .safe_writes import write_json
 
     model = artifacts.load_model(args.model)
     task, names = _saved_task(args.model, model)
-    dataset = make_dataset(args.split, task=task, batch_size=500, seed=args.seed, training=False, data_dir=args.data_dir, download=args.download)
-    report = {**evaluate(model, dataset, tta=args.tta), "split": args.split}
+    digits = Digits.find(task, args.data_dir, download=args.download)
+    report = {**evaluate(model, digits, task=task, split=args.split, seed=args.seed, tta=args.tta), "split": args.split}
     title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {task.describe()})"
     print(format_report(report, title, class_names=None if task.dataset == "mnist" else names))
     if args.json:
-        artifacts.write_json(args.json, report)
+        write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 
@@ -221,8 +205,9 @@ def _saved_task(model_path, model):
 def image_shape(path: str) -> tuple:
     """The shape a PNG or .npy file declares in its header, read without decoding the pixels.
 
-    PNG: ``(height, width)`` from the IHDR chunk; .npy: the array's shape from its header.
-    Raises ValueError for a file that is not what its name says.
+    PNG: ``(height, width)`` from the IHDR chunk (not Pillow: it refuses a PNG of over 179 M
+    pixels before saying its size); .npy: the array's shape from its header. Raises ValueError
+    for a file that is not what its name says.
     """
     import struct
 
@@ -297,6 +282,7 @@ def _cmd_predict(args) -> int:
 
     from . import artifacts
     from .evaluation import predict
+    from .safe_writes import atomic_path
 
     model = artifacts.load_model(args.model)
     task, names = _saved_task(args.model, model)
@@ -311,7 +297,7 @@ def _cmd_predict(args) -> int:
         from .plots import plot_canvases
 
         fig = plot_canvases(images, None, pred["boxes"], pred_labels=pred["labels"])
-        with artifacts.atomic_path(args.draw) as tmp:
+        with atomic_path(args.draw) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         print(f"wrote {args.draw}")
     if args.explain:
@@ -320,7 +306,7 @@ def _cmd_predict(args) -> int:
 
         maps = {head: heatmaps(model, images, head) for head in HEADS}
         fig = plot_heatmaps(images, maps, None, pred["boxes"], pred_labels=pred["labels"])
-        with artifacts.atomic_path(args.explain) as tmp:
+        with atomic_path(args.explain) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         print(f"wrote {args.explain}")
     return 0
@@ -371,7 +357,7 @@ def program() -> None:
     args = build_parser().parse_args()
 
     def watch():
-        from .files import exit_now
+        from .safe_writes import exit_now
 
         signum = signal.sigwait(signals)
         said = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
@@ -385,7 +371,7 @@ def program() -> None:
 
 
 def _main(args) -> int:
-    from .files import FolderInUse, WriteError, output_lock
+    from .safe_writes import FolderInUse, WriteError, output_lock
 
     previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
@@ -414,7 +400,7 @@ def _run(args) -> int:
             return RUN_ERROR
     import_tensorflow_quietly()
     from .artifacts import ModelFileError
-    from .data import DataNotFoundError
+    from .tfds_source import DataNotFoundError
     from .training import TrainingDiverged
 
     commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}

@@ -1,4 +1,4 @@
-"""Predictions and the evaluation report."""
+"""Predictions and the evaluation report, for any Keras model with the two outputs."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .boxes import iou
+from .boxes import SIZE_BUCKETS, iou
+from .data import Digits, make_dataset
 
 IOU_THRESHOLDS = (0.5, 0.6, 0.75)
+TEST_SEED = 0  # a task's fixed test canvases: one placement, the same for every training seed
 
 
 def to_unit_float(pixels, name: str = "images") -> np.ndarray:
@@ -202,11 +204,6 @@ def predict_dataset(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool =
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
-# Size buckets of the true box, by its area in canvas pixels (COCO's idea, scaled to 28 px
-# digits on a 75 px canvas): small < 20^2, medium 20^2 to 36^2, large >= 36^2.
-SIZE_BUCKETS = (("small", 0, 20**2), ("medium", 20**2, 36**2), ("large", 36**2, float("inf")))
-
-
 def _scores(correct, ious) -> dict:
     return {
         "count": int(len(ious)),
@@ -251,8 +248,12 @@ def report(true_labels, pred_labels, true_boxes, pred_boxes, *, num_classes: int
     return result
 
 
-def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False, return_predictions: bool = False):
-    """Score any model with the two outputs on a finite dataset of ``(images, targets)`` batches.
+def evaluate(model: keras.Model, data, *, task=None, split: str = "test", seed: int = TEST_SEED, tta: bool = False,
+             return_predictions: bool = False):
+    """Score any model with the two outputs on ``data``: a :class:`~mnist_loc.data.Digits`
+    (then the fixed canvases of ``task``'s ``split`` at placement ``seed``, by default the
+    test canvases every run is scored on) or a finite ``tf.data.Dataset`` of ``(images,
+    targets)`` batches as :func:`~mnist_loc.data.make_dataset` yields them.
 
     With ``return_predictions``, returns ``(report, predictions)``, the predictions as
     :func:`predict_dataset` gives them, so nothing needs predicting twice.
@@ -267,6 +268,7 @@ def evaluate(model: keras.Model, dataset: tf.data.Dataset, *, tta: bool = False,
     by the true box's area in canvas pixels (see ``SIZE_BUCKETS``); ``tta`` (None, or
     what test-time augmentation was used) and ``eval_seconds`` (wall time of the predictions).
     """
+    dataset = make_dataset(split, data, task=task, batch_size=500, seed=seed, training=False) if isinstance(data, Digits) else data
     canvas_size = check_dataset(dataset, model_canvas_size(model))
     start = time.perf_counter()
     p = predict_dataset(model, dataset, tta=tta)

@@ -25,6 +25,7 @@ model with fresh weights must give other maps; the mean Spearman rank correlatio
 
 from __future__ import annotations
 
+import random
 import weakref
 
 import keras
@@ -357,12 +358,17 @@ def rank_correlation(a, b) -> np.ndarray:
 
 def fresh_copy(model: keras.Model, seed: int = 1) -> keras.Model:
     """The same architecture with newly initialized weights (``keras.models.clone_model``;
-    a subclassed model needs ``get_config``/``from_config``, as saving it does)."""
-    keras.utils.set_random_seed(seed)
+    a subclassed model needs ``get_config``/``from_config``, as saving it does), the same
+    for the same ``seed``. Keras' initializers draw their seeds from Python's ``random``,
+    which is seeded for the clone and restored after it: no global state changes."""
+    state = random.getstate()
+    random.seed(seed)
     try:
         fresh = keras.models.clone_model(model)
     except (NotImplementedError, TypeError, ValueError) as error:
         raise ValueError(f"cannot rebuild {model.name!r} with fresh weights ({error}); pass fresh= a new instance") from None
+    finally:
+        random.setstate(state)
     size = model_canvas_size(model)
     if size is not None and not fresh.built:
         fresh(np.zeros((1, size, size, 1), np.float32))

@@ -12,13 +12,12 @@ import re
 import keras
 from keras import layers, ops
 
-from .boxes import iou_tensor
-from .config import BOX_LOSSES
+from .boxes import BOX_LOSSES, iou_tensor
 from .task import check_canvas_size, check_positive_int
 
 
 def build_model(canvas_size: int = 75, num_classes: int = 10, *, dtype_policy=None) -> keras.Model:
-    """The seed architecture, uncompiled.
+    """The course model, uncompiled.
 
     Input float32 ``[B, S, S, 1]`` → Conv2D(16,3,relu) → AvgPool(2) → Conv2D(32,3,relu)
     → AvgPool(2) → Conv2D(64,3,relu) → AvgPool(2) → Flatten → Dense(128,relu) → heads
@@ -100,7 +99,7 @@ class MeanBoxIoU(keras.metrics.Mean):
 class BoxLoss(keras.losses.Loss):
     """Box regression loss on ``[B, 4]`` normalized boxes.
 
-    ``kind``: ``"mse"`` (the seed's), ``"l1"`` (mean absolute error), or ``"iou_l1"``
+    ``kind``: ``"mse"`` (the course's), ``"l1"`` (mean absolute error), or ``"iou_l1"``
     (``1 - IoU`` plus L1). L1 keeps a constant pull on sub-pixel errors, where MSE's
     gradient fades; ``1 - IoU`` measures the error in the unit we report.
     """
@@ -136,7 +135,7 @@ def compile_model(
     ema_momentum: float = 0.0,
     steps_per_execution: int = 1,
 ) -> keras.Model:
-    """Compile ``model`` in place and return it. Defaults reproduce the seed's recipe.
+    """Compile ``model`` in place and return it. Defaults are the course lab's recipe.
 
     Adam(``learning_rate``: a float or a ``keras.optimizers.schedules`` schedule);
     losses ``categorical_crossentropy`` on ``classification`` and ``box_loss`` (see
@@ -150,14 +149,14 @@ def compile_model(
     (Polyak averaging, Keras' ``use_ema``), which ``fit`` copies into the model when it
     ends; pass ``keras.callbacks.SwapEMAWeights()`` to validate with it during ``fit``.
     """
-    box = "mse" if box_loss == "mse" else BoxLoss(box_loss)  # the seed's loss stays Keras' own
+    box = "mse" if box_loss == "mse" else BoxLoss(box_loss)  # the course's loss stays Keras' own
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}")
     if not 0.0 <= ema_momentum < 1.0:
         raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum!r}")
     classification = (
         keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing) if label_smoothing
-        else "categorical_crossentropy"  # the seed's loss stays Keras' own string
+        else "categorical_crossentropy"  # the course's loss stays Keras' own string
     )
     optimizer = (
         keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum

@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from .boxes import SIZE_BUCKETS
+
 TRUE_COLOR = "lime"
 PRED_COLOR = "red"
 
@@ -161,8 +163,6 @@ def plot_worst(images, true_boxes, pred_boxes, true_labels, pred_labels, ious, n
 def plot_by_size(report: dict) -> Figure:
     """Accuracy and mean IoU per size bucket of the true box (``report["by_size"]``, see
     :func:`mnist_loc.evaluation.evaluate`), with each bucket's count under its bars."""
-    from .evaluation import SIZE_BUCKETS
-
     if "by_size" not in report:
         raise ValueError("the report has no by_size scores: every true box had the same size")
     rows = report["by_size"]

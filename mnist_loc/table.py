@@ -7,10 +7,9 @@ other and listing them: ``python -m mnist_loc table runs/*``.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 
+from .artifacts import read_metrics
 from .task import Task
 
 COLUMNS = (
@@ -19,41 +18,19 @@ COLUMNS = (
     ("mean IoU", lambda m: m["mean_iou"], "{:.4f}"),
     ("IoU ≥ 0.5", lambda m: 100.0 * m["iou_at_50"], "{:.2f}%"),
     ("train s", lambda m: m["train_seconds"], "{:.0f}"),
-    ("CPU s", lambda m: m.get("train_cpu_seconds"), "{:.0f}"),  # absent in runs written before it was recorded
+    ("CPU s", lambda m: m["train_cpu_seconds"], "{:.0f}"),
 )
-
-
-def read_run(folder) -> dict:
-    """The ``metrics.json`` of a run folder. Raises ValueError naming the folder if it has none."""
-    path = os.path.join(os.fspath(folder), "metrics.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            metrics = json.load(f)
-    except FileNotFoundError:
-        raise ValueError(f"{folder} is not a run folder (no metrics.json)") from None
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} is unreadable ({' '.join(str(error).split())})") from None
-    missing = [k for k in ("accuracy", "mean_iou", "iou_at_50", "train_seconds", "config") if k not in metrics]
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}: not written by mnist_loc's run()")
-    return metrics
 
 
 def run_key(metrics: dict) -> tuple[str, str, str]:
     """``(task, model, recipe)`` of a run: the task's name (or its one-line description),
     the model's name, the recipe's label."""
-    config = metrics["config"]
-    if "task" in config:
-        task = Task.from_dict(config["task"])
-    else:  # written before tasks were values: the loose fields
-        task = Task.from_dict({k: config[k] for k in ("dataset", "canvas_size", "scale", "box", "clutter") if k in config})
+    task = Task.from_dict(metrics["config"]["task"])
     model = metrics.get("model", {}).get("name", "mnist_loc")
     return task.name or task.describe(), model, metrics.get("recipe", "?")
 
 
 def _summary(values, fmt: str) -> str:
-    if any(v is None for v in values):
-        return "–"
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(statistics.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -62,11 +39,10 @@ def _summary(values, fmt: str) -> str:
 def runs_table(folders) -> str:
     """A Markdown table of run folders: one row per task x model x recipe, in first-seen
     order, with the number of seeds and, for error %, accuracy, mean IoU, IoU >= 0.5 and
-    training seconds (wall and CPU), the mean over runs and (lowest–highest); "–" where a
-    run did not record it."""
+    training seconds (wall and CPU), the mean over runs and (lowest–highest)."""
     groups: dict = {}
     for folder in folders:
-        metrics = read_run(folder)
+        metrics = read_metrics(folder)
         groups.setdefault(run_key(metrics), []).append(metrics)
     if not groups:
         raise ValueError("no run folders given")

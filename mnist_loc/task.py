@@ -1,6 +1,6 @@
 """What the canvases are: a task is a frozen value, checked on construction.
 
-Pure Python (no TensorFlow, no model): ``data`` renders a task's canvases, ``config``
+Pure Python (no TensorFlow, no model): ``placement`` draws a task's canvases, ``config``
 holds one in a training recipe, ``task.json`` beside a saved model is one. Boxes are
 ``[xmin, ymin, xmax, ymax]`` normalized to the canvas everywhere.
 
@@ -119,9 +119,9 @@ class Task:
 
     @classmethod
     def from_dict(cls, fields: dict) -> "Task":
-        """The task of :meth:`to_dict` (or of an older ``task.json``: missing fields take
-        their defaults; ``class_names`` and ``name`` are ignored). Unknown keys are refused."""
-        fields = {k: v for k, v in fields.items() if k not in ("class_names", "name")}
+        """The task of :meth:`to_dict`, or of a ``task.json`` (its ``class_names`` are
+        ignored). Unknown keys are refused."""
+        fields = {k: v for k, v in fields.items() if k != "class_names"}
         unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise ValueError(f"unknown task field(s) {', '.join(unknown)}")

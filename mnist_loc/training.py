@@ -1,4 +1,9 @@
-"""Training: one ``train()`` for any Keras model with the two outputs; ties data and model together."""
+"""Training: one ``train()`` for any Keras model with the two outputs, on in-memory digits.
+
+It ties data and model together and gives every model the same backup and bit-identical
+resume (weights, optimizer state *and* history: Keras' BackupAndRestore keeps no history),
+NaN guard (Keras' TerminateOnNaN) and reproducibility (seeds, op determinism while it trains).
+"""
 
 from __future__ import annotations
 
@@ -14,15 +19,24 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework import config as tf_config  # op determinism's switch back off and query
 
-from . import artifacts
 from .config import TrainConfig
 from .data import Digits, make_dataset
 from .model import build_model, compile_model, trunk_policy
+from .safe_writes import atomic_path, write_json
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training stopped and wrote no final files."""
+
+
+class ModelOutputError(ValueError):
+    """A model's outputs do not fit the task: found before any training step."""
+
+
+class BackupError(ValueError):
+    """A backup cannot be resumed: unreadable, incomplete, or made with another config."""
 
 
 @dataclass
@@ -42,19 +56,9 @@ def learning_rate_schedule(config: TrainConfig, steps_per_epoch: int):
     warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=config.learning_rate / 100 if warmup else config.learning_rate,
-        decay_steps=total - warmup,
-        alpha=0.0,
-        warmup_target=config.learning_rate if warmup else None,
-        warmup_steps=warmup,
+        decay_steps=total - warmup, alpha=0.0,
+        warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup,
     )
-
-
-def seed_everything(config: TrainConfig) -> None:
-    """Seed Python, NumPy and TensorFlow from ``config.seed`` and, if ``config.deterministic``,
-    turn on TensorFlow op determinism (process-wide and irreversible)."""
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
 
 
 def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
@@ -64,10 +68,6 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
     epoch would train 430 steps and the data stream would drift off the epochs.
     """
     return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
-
-
-class ModelOutputError(ValueError):
-    """A model's outputs do not fit the task: found before any training step."""
 
 
 def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) -> None:
@@ -92,7 +92,7 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) 
         raise ModelOutputError(f"the model's 'classification' output must be [B, {num_classes}] (the task has {num_classes} classes), got {list(shapes['classification'])} for B=2")
     if shapes["bounding_box"] != (2, 4):
         raise ModelOutputError(f"the model's 'bounding_box' output must be [B, 4] as [xmin, ymin, xmax, ymax], got {list(shapes['bounding_box'])} for B=2")
-    probabilities = np.asarray(keras.ops.convert_to_numpy(outputs["classification"]), np.float64)
+    probabilities = np.asarray(outputs["classification"], np.float64)
     if not (np.all(np.isfinite(probabilities)) and probabilities.min() >= 0 and np.allclose(probabilities.sum(-1), 1.0, atol=1e-3)):
         raise ModelOutputError(
             "the model's 'classification' output must be probabilities (end it with a softmax): "
@@ -100,91 +100,143 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) 
         )
 
 
-def build_for(model, config: TrainConfig, steps_per_epoch: int, num_classes: int) -> keras.Model:
-    """The model to train, checked and compiled with the config's recipe (call inside a
-    strategy scope). ``model``: None (the course model, its trunk's dtype from
-    ``config.mixed_precision``, see ``model.trunk_policy``), a ``keras.Model`` (functional or subclassed), or a
-    callable ``f(canvas_size=S, num_classes=C) -> keras.Model`` (``build_model`` is one).
-
-    Inside a ``tf.distribute`` strategy's scope, one step per call: Keras 3 cannot yet
-    run several steps per call under MirroredStrategy ("You must feed a value for
-    placeholder tensor", keras-team/keras#19246).
-    """
-    size = config.task.canvas_size
+def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None) -> keras.Model:
+    """The model a run trains, uncompiled and unchecked: ``model`` None is the course model
+    (its trunk's dtype from ``mixed_precision``, see ``model.trunk_policy``), a ``keras.Model``
+    is itself, a callable ``f(canvas_size=S, num_classes=C)`` is what it builds."""
     if model is None:
-        model = build_model(size, num_classes, dtype_policy=trunk_policy(config.mixed_precision))
-    elif not isinstance(model, keras.Model):
-        if not callable(model):
-            raise TypeError(f"model must be a keras.Model or a callable that builds one, got {type(model).__name__}")
-        built = model(canvas_size=size, num_classes=num_classes)
-        if not isinstance(built, keras.Model):
-            raise TypeError(f"the model builder must return a keras.Model, got {type(built).__name__}")
-        model = built
-    check_model_outputs(model, size, num_classes)
-    return compile_model(
-        model,
-        learning_rate=learning_rate_schedule(config, steps_per_epoch),
-        box_loss=config.box_loss,
-        box_loss_weight=config.box_loss_weight,
-        label_smoothing=config.label_smoothing,
-        ema_momentum=config.ema_momentum,
-        steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
-    )
+        return build_model(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
+    if isinstance(model, keras.Model):
+        return model
+    if not callable(model):
+        raise TypeError(f"model must be a keras.Model or a callable that builds one, got {type(model).__name__}")
+    built = model(canvas_size=canvas_size, num_classes=num_classes)
+    if not isinstance(built, keras.Model):
+        raise TypeError(f"the model builder must return a keras.Model, got {type(built).__name__}")
+    return built
 
 
 class _Recorder(keras.callbacks.Callback):
-    """Collect each epoch's logs into ``history`` (name -> list of floats) and the fit time."""
+    """Collect each finite epoch's logs into ``history`` and the fit time; with ``backup_dir``,
+    back the epoch up. A non-finite epoch (TerminateOnNaN stopped it) marks ``diverged_in``."""
 
-    def __init__(self, history, seconds_before=(0.0, 0.0)):
+    def __init__(self, history, seconds_before, backup_dir, config):
         super().__init__()
-        self.history = history
-        self.seconds_before = seconds_before  # (wall, CPU) fit time of earlier, interrupted processes
+        self.history, self.seconds_before, self.backup_dir, self.config = history, seconds_before, backup_dir, config
         self.seconds, self.cpu_seconds = seconds_before
+        self.diverged_in = None
 
     def on_train_begin(self, logs=None):
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if all(math.isfinite(float(v)) for v in logs.values()):  # a diverged epoch is not history
-            for name, value in logs.items():
-                self.history.setdefault(name, []).append(float(value))
-            self.seconds = self.seconds_before[0] + time.perf_counter() - self.start
-            self.cpu_seconds = self.seconds_before[1] + time.process_time() - self.cpu_start
-            self.epoch_recorded(epoch + 1)
-
-    def epoch_recorded(self, epochs_done):
-        pass
-
-
-class _Checkpoint(_Recorder):
-    """Also save weights + optimizer state + history, atomically, after every epoch."""
-
-    def __init__(self, history, seconds_before, backup_dir, config):
-        super().__init__(history, seconds_before)
-        self.backup_dir = backup_dir
-        self.config = config
-
-    def epoch_recorded(self, epochs_done):
-        _save_backup(self.backup_dir, self.model, self.config, epochs_done, self.history, (self.seconds, self.cpu_seconds))
+        if not all(math.isfinite(float(v)) for v in logs.values()):  # a diverged epoch is not history
+            if not math.isfinite(float(logs.get("loss", 0.0))):
+                self.diverged_in = epoch + 1
+            return
+        for name, value in logs.items():
+            self.history.setdefault(name, []).append(float(value))
+        self.seconds = self.seconds_before[0] + time.perf_counter() - self.start
+        self.cpu_seconds = self.seconds_before[1] + time.process_time() - self.cpu_start
+        if self.backup_dir:
+            _save_backup(self.backup_dir, self.model, self.config, epoch + 1, self.history, (self.seconds, self.cpu_seconds))
 
 
-class _StopOnNaN(keras.callbacks.Callback):
-    """Stop at the first non-finite loss (keras' TerminateOnNaN, remembering it happened).
+@contextlib.contextmanager
+def _op_determinism(on: bool):
+    """TensorFlow op determinism inside the block only (it is process-wide)."""
+    switch = on and not tf_config.is_op_determinism_enabled()
+    if switch:
+        tf_config.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if switch:
+            tf_config.disable_op_determinism()
 
-    Keras reports once per call into TensorFlow, so ``bad_batch`` is the last batch
-    of the call in which the loss went bad.
+
+def train(
+    config: TrainConfig,
+    digits: Digits,
+    model=None,
+    *,
+    backup_dir=None,
+    strategy: tf.distribute.Strategy | None = None,
+    verbose=1,
+    callbacks=(),
+) -> TrainResult:
+    """Train a model on ``digits``' ``"train"`` canvases of ``config.task`` with the config's recipe.
+
+    ``digits``: a :class:`~mnist_loc.data.Digits`. ``model``: None for the course model; a
+    ``keras.Model`` of your own, functional or subclassed; or a callable ``f(canvas_size=S,
+    num_classes=C)`` that builds one (needed under a ``strategy``, whose scope must hold the
+    variables). Its outputs must be ``{"classification": [B, C] probabilities,
+    "bounding_box": [B, 4]}`` with boxes ``[xmin, ymin, xmax, ymax]`` normalized to the
+    canvas: checked before any step (:class:`ModelOutputError`). It is compiled with the
+    recipe; ``config.mixed_precision`` applies to the course model only. Seeds are set (Python,
+    NumPy, TensorFlow, Keras) before the model is built, so a builder gives the same initial
+    weights every time; op determinism is on while it trains, off again after.
+
+    Validates on the fixed ``"validation"`` canvases after every epoch. With ``backup_dir``,
+    every finished epoch is checkpointed there (weights, optimizer state, history) and a
+    rerun with the same config and model resumes after it, to the same weights as an
+    uninterrupted run. Under a ``tf.distribute`` ``strategy`` Keras splits each batch across
+    its replicas, one step per call (Keras 3 cannot run several under MirroredStrategy,
+    keras-team/keras#19246).
+
+    Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss becomes
+    NaN/inf (the backup still holds the last good epoch) and :class:`BackupError` for a
+    backup it cannot resume.
     """
+    digits.check(config.task)
+    num_train = len(digits.split("train")[1])
+    steps = config.steps_per_epoch or num_train // config.batch_size
+    if steps == 0:
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training digits")
+    keras.utils.set_random_seed(config.seed)
+    strategy = strategy or tf.distribute.get_strategy()
+    with _op_determinism(config.deterministic):
+        with strategy.scope():
+            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision)
+            check_model_outputs(model, config.task.canvas_size, digits.num_classes)
+            compile_model(
+                model, learning_rate=learning_rate_schedule(config, steps), box_loss=config.box_loss,
+                box_loss_weight=config.box_loss_weight, label_smoothing=config.label_smoothing, ema_momentum=config.ema_momentum,
+                steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps),
+            )
+        start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))
+        train_ds = make_dataset("train", digits, task=config.task, batch_size=config.batch_size, seed=config.seed, first_step=start_epoch * steps)
+        val_ds = make_dataset("validation", digits, task=config.task, batch_size=config.validation_batch_size, seed=config.seed)
+        if config.validation_canvases:
+            # The first N canvases, rebatched; the known length keeps Keras from warning that validation "ran out of data".
+            count = min(config.validation_canvases, len(digits.split("validation")[1]))
+            val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
+            val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
+        recorder = _Recorder(history, seconds_before, backup_dir, config)
+        # SwapEMAWeights: validation scores the averaged weights, the ones train() returns; swapped
+        # back before the backup is written, so a resumed run continues from the raw weights.
+        ema = [keras.callbacks.SwapEMAWeights()] if config.ema_momentum else []
+        if start_epoch < config.epochs:
+            model.fit(
+                train_ds, epochs=config.epochs, initial_epoch=start_epoch, steps_per_epoch=steps, validation_data=val_ds,
+                shuffle=False,  # the stream is already shuffled, reproducibly, per pass
+                callbacks=[*ema, keras.callbacks.TerminateOnNaN(), *callbacks, recorder], verbose=verbose,
+            )
+        elif config.ema_momentum:  # fit() copies the average into the model when it ends; a finished backup skipped fit
+            model.optimizer.finalize_variable_values(model.trainable_variables)
+    if recorder.diverged_in is not None:
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite in epoch {recorder.diverged_in}; training stopped and no final "
+            "files were written (try a lower learning_rate)"
+        )
+    return TrainResult(model, history, recorder.seconds, recorder.cpu_seconds, start_epoch)
 
-    def __init__(self):
-        super().__init__()
-        self.bad_batch = None
 
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.bad_batch = batch
-            self.model.stop_training = True
+def remove_backup(backup_dir) -> None:
+    """Delete a run's backup folder (finished, or to start over)."""
+    if backup_dir and os.path.isdir(backup_dir):
+        shutil.rmtree(backup_dir)
 
 
 _STATE = "state.json"
@@ -200,7 +252,7 @@ def _save_backup(backup_dir, model, config, epochs_done, history, seconds):
     weights = f"epoch-{epochs_done:04d}.npz"
     archive = io.BytesIO()
     np.savez(archive, **{name: v.numpy() for name, v in _named_variables(model).items()})
-    with artifacts.atomic_path(os.path.join(backup_dir, weights)) as tmp:
+    with atomic_path(os.path.join(backup_dir, weights)) as tmp:
         with open(tmp, "wb") as f:
             f.write(archive.getbuffer())
             f.flush()
@@ -209,7 +261,7 @@ def _save_backup(backup_dir, model, config, epochs_done, history, seconds):
         "epochs_done": epochs_done, "weights": weights, "config": config.to_dict(),
         "history": history, "train_seconds": seconds[0], "train_cpu_seconds": seconds[1],
     }
-    artifacts.write_json(os.path.join(backup_dir, _STATE), state)
+    write_json(os.path.join(backup_dir, _STATE), state)
     for name in os.listdir(backup_dir):
         if name.endswith(".npz") and name != weights:
             os.remove(os.path.join(backup_dir, name))
@@ -237,10 +289,6 @@ def _restore_variables(model, path) -> None:
         variable.assign(values[name])
 
 
-class BackupError(ValueError):
-    """A backup cannot be resumed: unreadable, incomplete, or made with another config."""
-
-
 def _load_backup(backup_dir, model, config):
     """Restore weights and optimizer state; return ``(epochs_done, history, (wall, CPU) seconds)``.
 
@@ -255,14 +303,13 @@ def _load_backup(backup_dir, model, config):
         with open(state_path, encoding="utf-8") as f:
             state = json.load(f)
         epochs_done, history = int(state["epochs_done"]), dict(state["history"])
-        seconds = (float(state["train_seconds"]), float(state.get("train_cpu_seconds", 0.0)))
+        seconds = (float(state["train_seconds"]), float(state["train_cpu_seconds"]))
         saved_config, weights = state["config"], os.path.join(backup_dir, state["weights"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise BackupError(f"the backup in {backup_dir} is unreadable ({_reason(error)}); {way_out}") from None
     current = config.to_dict()
     if saved_config != current:
-        missing = object()
-        differ = sorted(k for k in saved_config.keys() | current.keys() if saved_config.get(k, missing) != current.get(k, missing))
+        differ = sorted(k for k in saved_config.keys() | current.keys() if saved_config.get(k) != current.get(k))
         raise BackupError(
             f"the backup in {backup_dir} was made with another config (differs in {', '.join(differ)}); "
             f"{way_out}, or rerun with the backup's settings"
@@ -278,111 +325,6 @@ def _reason(error) -> str:
     text = " ".join(str(error).split())
     return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
 
-
-def train(
-    config: TrainConfig = TrainConfig(),
-    model=None,
-    *,
-    data_dir=None,
-    download: bool = True,
-    digits: Digits | None = None,
-    backup_dir=None,
-    strategy: tf.distribute.Strategy | None = None,
-    verbose=1,
-    callbacks=(),
-) -> TrainResult:
-    """Train a model on the ``"train"`` canvases of ``config.task`` with the config's recipe.
-
-    ``model``: None for the course model; a ``keras.Model`` of your own, functional or
-    subclassed; or a callable ``f(canvas_size=S, num_classes=C)`` that builds one
-    (needed under a ``strategy``, whose scope must hold the variables). Its outputs must
-    be ``{"classification": [B, C] probabilities, "bounding_box": [B, 4]}`` with boxes
-    ``[xmin, ymin, xmax, ymax]`` normalized to the canvas: checked before any step
-    (:class:`ModelOutputError`). It is compiled with the recipe (optimizer, schedule,
-    losses, label smoothing, EMA); ``config.mixed_precision`` applies to the course
-    model only (your model's layers keep their own dtypes). Seeds are set before the
-    model is built, so a builder gives the same initial weights every time.
-
-    Validates on the fixed ``"validation"`` canvases after every epoch. With
-    ``backup_dir``, every finished epoch is checkpointed there (weights, optimizer
-    state, history) and a rerun with the same config and model resumes after the last
-    finished epoch, producing the same weights as an uninterrupted run. With a
-    ``tf.distribute`` ``strategy``, the model is built in its scope and Keras
-    splits each batch across its replicas. ``digits`` (:meth:`Digits.find`) says
-    where the task's digits are; without it they are found from ``data_dir`` and
-    ``download`` once.
-
-    Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss
-    becomes NaN/inf (the backup then still holds the last good epoch), :class:`BackupError`
-    for a backup it cannot resume, and ``artifacts.FolderInUse`` if another process is
-    training into the same ``backup_dir``.
-    """
-    with artifacts.output_lock(backup_dir) if backup_dir else contextlib.nullcontext():
-        digits = digits or Digits.find(config.task, data_dir, download=download)
-        return _train(config, model, digits, backup_dir, strategy, verbose, callbacks)
-
-
-def _train(config, model, digits, backup_dir, strategy, verbose, callbacks) -> TrainResult:
-    seed_everything(config)
-    digits.check(config.task)
-    steps = config.steps_per_epoch or len(digits.split("train")[1]) // config.batch_size
-    if steps == 0:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(digits.split('train')[1])} training digits")
-    strategy = strategy or tf.distribute.get_strategy()
-    with strategy.scope():
-        model = build_for(model, config, steps, len(digits.class_names))
-    start_epoch, history, seconds_before = (0, {}, (0.0, 0.0))
-    if backup_dir:
-        start_epoch, history, seconds_before = _load_backup(backup_dir, model, config)
-    train_ds = make_dataset(
-        "train", task=config.task, batch_size=config.batch_size, seed=config.seed,
-        first_step=start_epoch * steps, digits=digits,
-    )
-    val_ds = make_dataset("validation", task=config.task, batch_size=config.validation_batch_size, seed=config.seed, digits=digits)
-    if config.validation_canvases:
-        # The first N canvases, rebatched; the known length keeps Keras from warning that validation "ran out of data".
-        count = min(config.validation_canvases, len(digits.split("validation")[1]))
-        val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
-        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
-    nan_guard = _StopOnNaN()
-    all_callbacks = [nan_guard, *callbacks]
-    if config.ema_momentum:
-        # Validation scores the averaged weights, the ones train() returns; swapped back before
-        # the backup is written, so a resumed run continues from the raw weights.
-        all_callbacks.insert(0, keras.callbacks.SwapEMAWeights())
-    recorder = _Checkpoint(history, seconds_before, backup_dir, config) if backup_dir else _Recorder(history)
-    all_callbacks.append(recorder)
-    if start_epoch < config.epochs:
-        model.fit(
-            train_ds,
-            epochs=config.epochs,
-            initial_epoch=start_epoch,
-            steps_per_epoch=steps,
-            validation_data=val_ds,
-            shuffle=False,  # the stream is already shuffled, reproducibly, per pass
-            callbacks=all_callbacks,
-            verbose=verbose,
-        )
-    if config.ema_momentum and start_epoch >= config.epochs:
-        # fit() copies the average into the model when it ends; a finished backup skipped fit.
-        model.optimizer.finalize_variable_values(model.trainable_variables)
-    if nan_guard.bad_batch is not None:
-        raise TrainingDiverged(
-            f"the loss became NaN or infinite by batch {nan_guard.bad_batch} of epoch "
-            f"{len(history.get('loss', [])) + 1}; training stopped and no final files were written "
-            "(try a lower learning_rate)"
-        )
-    return TrainResult(
-        model=model, history=history, train_seconds=recorder.seconds, train_cpu_seconds=recorder.cpu_seconds,
-        resumed_from_epoch=start_epoch,
-    )
-
-
-
-def remove_backup(backup_dir):
-    """Delete a run's backup folder (finished, or to start over)."""
-    if backup_dir and os.path.isdir(backup_dir):
-        shutil.rmtree(backup_dir)
 
 
 class EpochProgress(keras.callbacks.Callback):

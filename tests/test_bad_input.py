@@ -16,14 +16,15 @@ import tensorflow as tf
 from mnist_loc import artifacts
 from mnist_loc.artifacts import ModelFileError, load_model
 from mnist_loc.boxes import iou
-from mnist_loc.data import DataNotFoundError, load_digits, make_canvas_dataset, make_dataset
+from mnist_loc.config import TrainConfig
+from mnist_loc.data import Digits, make_dataset
 from mnist_loc.evaluation import evaluate, predict
 from mnist_loc.model import build_model, compile_model
-from mnist_loc.config import TrainConfig
 from mnist_loc.task import Task
+from mnist_loc.tfds_source import DataNotFoundError
 from mnist_loc.training import TrainingDiverged, train
 
-from conftest import ROOT, run_main, synthetic_digits
+from conftest import ROOT, fake_digits, run_main, tiny_model
 
 S = 75
 
@@ -57,11 +58,10 @@ def test_predict_refuses_bad_images(model, images, error, match):
 
 
 def test_evaluate_refuses_bad_datasets(model):
-    images, labels = synthetic_digits(4)
-    small = make_canvas_dataset(images, labels, task=Task(canvas_size=40), batch_size=2)
+    digits = fake_digits(test=4)
     with pytest.raises(ValueError, match="model expects 75x75"):
-        evaluate(model, small)
-    good = make_canvas_dataset(images, labels, batch_size=2)
+        evaluate(model, digits, task=Task(canvas_size=40))
+    good = make_dataset("test", digits, batch_size=2)
     with pytest.raises(TypeError, match="float32"):
         evaluate(model, good.map(lambda x, y: (tf.cast(x * 255, tf.uint8), y)))
     with pytest.raises(ValueError, match="rank 4"):
@@ -104,16 +104,30 @@ def test_bad_canvas_size(canvas_size, tmp_path):
 
 
 @pytest.mark.parametrize("batch_size,error", [(0, ValueError), (-3, ValueError), (1.5, TypeError)])
-def test_bad_batch_size(batch_size, error, tmp_path):
+def test_bad_batch_size(batch_size, error):
     with pytest.raises(error, match="batch_size"):
-        make_dataset("test", batch_size=batch_size, data_dir=str(tmp_path))
+        make_dataset("test", fake_digits(), batch_size=batch_size)
     with pytest.raises(error, match="batch_size"):
         TrainConfig(batch_size=batch_size)
 
 
-def test_unknown_split(tmp_path):
+def test_unknown_split():
     with pytest.raises(ValueError, match=r"unknown split 'valid'; valid splits are \['test', 'train', 'validation'\]"):
-        make_dataset("valid", data_dir=str(tmp_path))
+        make_dataset("valid", fake_digits())
+
+
+@pytest.mark.parametrize("arrays, match", [
+    (dict(train=(np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, int))), r"train images must be uint8 \[N>0, 28, 28, 1\]"),
+    (dict(train=(np.zeros((4, 32, 32), np.uint8), np.zeros(4, int))), r"got uint8 \(4, 32, 32, 1\)"),
+    (dict(train=(np.zeros((0, 28, 28), np.uint8), np.zeros(0, int))), "N>0"),
+    (dict(test=(np.zeros((4, 28, 28), np.uint8), np.zeros(3, int))), r"test labels must be integers of shape \[4\]"),
+    (dict(validation=(np.zeros((4, 28, 28), np.uint8), np.array([0, 1, 2, 10]))), r"labels must lie in \[0, 10\)"),
+])
+def test_digits_of_the_wrong_shape_dtype_or_labels_are_refused_once_when_made(arrays, match):
+    good = (np.zeros((4, 28, 28), np.uint8), np.arange(4))
+    splits = {"train": good, "validation": good, "test": good, **arrays}
+    with pytest.raises(ValueError, match=match):
+        Digits.from_arrays(**splits, class_names=[str(c) for c in range(10)])
 
 
 @pytest.mark.parametrize("field", ["epochs", "steps_per_epoch"])
@@ -175,31 +189,33 @@ def test_lambda_layer_is_refused_by_safe_loading(tmp_path):
 # --- MNIST not available offline ---
 
 def test_missing_mnist_fails_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)  # else the prepared copy there is found
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(DataNotFoundError, match="data_dir=.*--no-download|--no-download.*data_dir="):
+        Digits.find(data_dir=str(tmp_path), download=False)
+
+
+@pytest.mark.slow
+def test_missing_mnist_in_a_fresh_process_says_what_to_do_without_absl_noise(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TFDS_DATA_DIR"}
     env.update(HOME=str(tmp_path), PYTHONPATH=str(ROOT))
-    script = "from mnist_loc.data import load_digits\nload_digits('train', download=False)"
-    # No TFDS_DATA_DIR, an empty home and no downloads: must raise at once, without absl noise.
+    script = "from mnist_loc.data import Digits\nDigits.find(download=False)"
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert "DataNotFoundError" in result.stderr and "TFDS_DATA_DIR" in result.stderr and "--no-download" in result.stderr
     assert "Variant folder" not in result.stderr  # absl's warning about a folder that is not there
-    monkeypatch.delenv("TFDS_DATA_DIR", raising=False)  # else the prepared copy there is found
-    monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(DataNotFoundError, match="data_dir="):
-        load_digits("test", data_dir=str(tmp_path), download=False)
 
 
 # --- a loss that becomes NaN during training ---
 
-@pytest.mark.e2e
-def test_nan_loss_stops_training_with_a_message(mnist_dir, tmp_path):
-    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
-        train(TrainConfig(epochs=2, steps_per_epoch=30, learning_rate=1e38, schedule="constant"), data_dir=mnist_dir,
-              backup_dir=str(tmp_path / "backup"), verbose=0)
+def test_nan_loss_stops_training_with_a_message(tmp_path):
+    config = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=16, learning_rate=1e38, schedule="constant", task=Task(canvas_size=32))
+    with pytest.raises(TrainingDiverged, match="NaN or infinite in epoch 1"):
+        train(config, fake_digits(), tiny_model, backup_dir=str(tmp_path / "backup"), verbose=0)
     assert not (tmp_path / "backup" / "state.json").exists(), "a diverged epoch is never checkpointed"
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -216,7 +232,6 @@ def test_nan_loss_in_cli_leaves_nothing_half_written(mnist_dir, tmp_path):
 
 # --- the same bad inputs through the command line: one line, non-zero exit ---
 
-@pytest.mark.e2e
 @pytest.mark.parametrize(
     "name,content,message",
     [

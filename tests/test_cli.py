@@ -11,9 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_main
-
-pytestmark = pytest.mark.e2e
+from conftest import ROOT, fake_digits, run_main
 
 
 def cli_env(**changes):
@@ -34,6 +32,7 @@ def trained(mnist_dir, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow
 def test_train_writes_everything(trained):
     out, result = trained
     assert {"model.keras", "metrics.json", "history.csv", "predictions.png"} <= set(os.listdir(out))
@@ -47,6 +46,7 @@ def test_train_writes_everything(trained):
     assert result.stderr == "", "TensorFlow's C++ log lines must not reach a CLI user"
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_train_metrics_exactly(trained, mnist_dir, tmp_path, capsys):
     out, _ = trained
     report_path = tmp_path / "eval.json"
@@ -59,13 +59,16 @@ def test_evaluate_reproduces_train_metrics_exactly(trained, mnist_dir, tmp_path,
     assert "mean IoU" in stdout and "detection accuracy" in stdout
 
 
-def test_predict_png_and_npy_and_draw(trained, mnist_dir, tmp_path, capsys):
+def test_predict_png_and_npy_and_draw(tmp_path, capsys):
     from matplotlib.image import imsave
 
     from mnist_loc.data import canvases_at
+    from mnist_loc.model import build_model
 
-    out, _ = trained
-    canvases, labels, boxes = canvases_at("test", [0, 1], data_dir=mnist_dir)
+    out = tmp_path / "run"
+    out.mkdir()
+    build_model().save(out / "model.keras")  # no task.json beside it: the course task at the model's size
+    canvases, labels, boxes = canvases_at("test", [0, 1], digits=fake_digits())
     npy = tmp_path / "digit.npy"
     np.save(npy, canvases[0, ..., 0])
     png = tmp_path / "digit.png"
@@ -106,6 +109,7 @@ def test_bad_input_is_one_line_and_nonzero(args, message, capsys, monkeypatch):
     assert len(lines) == 1 and message in lines[0], stderr
 
 
+@pytest.mark.slow
 def test_predict_missing_image_is_one_line(trained):
     out, _ = trained
     result = run_cli("predict", "--model", out / "model.keras", "/no/such.png", timeout=120)
@@ -121,6 +125,7 @@ def test_help_says_what_it_writes(command, capsys):
     assert words[command] in stdout
 
 
+@pytest.mark.slow
 def test_offline_first_run_ends_in_one_clear_error_within_30_s(tmp_path):
     # README's first command on a machine without internet and without a prepared MNIST. The
     # source is a closed local port (tests never reach the internet); the CLI is the real one.
@@ -129,7 +134,7 @@ def test_offline_first_run_ends_in_one_clear_error_within_30_s(tmp_path):
         url = f"http://127.0.0.1:{s.getsockname()[1]}/"
     script = (
         "import sys\n"
-        "from mnist_loc.quiet import import_tensorflow_quietly\n"
+        "from mnist_loc.tf_logs import import_tensorflow_quietly\n"
         "import_tensorflow_quietly()\n"
         "import tensorflow_datasets as tfds\n"
         "tfds.builder_cls('mnist').URL = sys.argv[1]\n"

@@ -194,6 +194,18 @@ def test_randomization_compares_with_fresh_weights():
     assert other["mean_rank_correlation"] < 0.99, "two random initializations give other maps"
 
 
+def test_fresh_weights_are_the_same_for_a_seed_and_leave_global_random_state_alone():
+    import random
+
+    model = build_model(canvas_size=28)
+    state, numpy_state = random.getstate(), np.random.get_state()
+    a, b, c = explain.fresh_copy(model, seed=1), explain.fresh_copy(model, seed=1), explain.fresh_copy(model, seed=2)
+    assert random.getstate() == state and np.array_equal(np.random.get_state()[1], numpy_state[1])
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+    assert not np.array_equal(a.get_weights()[0], c.get_weights()[0])
+    assert not np.array_equal(a.get_weights()[0], model.get_weights()[0])
+
+
 def test_one_graph_function_per_model_and_head_and_the_model_is_not_kept_alive():
     import gc
     import weakref

@@ -16,9 +16,12 @@ import zlib
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from mnist_loc import files
+from conftest import ROOT, fake_digits
+from mnist_loc import safe_writes as files
 from mnist_loc.config import TrainConfig
+from mnist_loc.task import Task
+
+SMALL = dict(task=Task(canvas_size=32), batch_size=16, validation_canvases=40)
 
 CLI = [sys.executable, "-m", "mnist_loc"]
 
@@ -66,7 +69,7 @@ def test_output_lock_refuses_a_second_holder_and_names_it(tmp_path):
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             sys.path.insert(0, {str(ROOT)!r})
-            from mnist_loc.files import output_lock
+            from mnist_loc.safe_writes import output_lock
             with output_lock({str(tmp_path)!r}):
                 print("held", flush=True)
                 time.sleep(60)
@@ -95,26 +98,26 @@ def test_output_lock_refuses_a_second_holder_and_names_it(tmp_path):
     assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "used") == ["metrics.json"]
 
 
-def test_train_into_a_backup_folder_another_process_holds_is_refused(tmp_path):
-    """The notebook's case: two kernels training into the same OUT_DIR/backup."""
-    from mnist_loc.training import train
+def test_run_into_a_folder_another_process_holds_is_refused(tmp_path):
+    """The notebook's case: two kernels training into the same OUT_DIR."""
+    from mnist_loc.experiment import run
 
-    backup = tmp_path / "backup"
+    backup = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from mnist_loc.files import output_lock\n"
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); from mnist_loc.safe_writes import output_lock\n"
          f"with output_lock({str(backup)!r}):\n    print('held', flush=True); time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(files.FolderInUse, match=rf"^{backup} is in use by another run \(pid {holder.pid} "):
-            train(TrainConfig(epochs=1, steps_per_epoch=1), data_dir=str(tmp_path / "no_data_needed"), backup_dir=str(backup), verbose=0)
+            run(TrainConfig(epochs=1, steps_per_epoch=1, **SMALL), out_dir=backup, digits=fake_digits(), callbacks=[])
     finally:
         holder.kill()
         holder.wait()
     assert sorted(os.listdir(backup)) == [files.LOCK_FILE]  # the holder's lock file only: nothing written
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_second_train_on_the_same_out_is_refused_and_the_first_finishes(mnist_dir, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--epochs", 2, "--steps-per-epoch", 40, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out]
@@ -146,7 +149,7 @@ def test_second_train_on_the_same_out_is_refused_and_the_first_finishes(mnist_di
 
 # --- corrupt or unreadable backups ---
 
-def _interrupted_backup(mnist_dir, backup, config):
+def _interrupted_backup(digits, backup, config):
     """A backup as a killed run leaves it: one finished epoch of ``config``."""
     import keras
 
@@ -156,7 +159,7 @@ def _interrupted_backup(mnist_dir, backup, config):
         def on_epoch_end(self, epoch, logs=None):
             self.model.stop_training = True
 
-    train(config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0, callbacks=[StopAfterFirstEpoch()])
+    train(config, digits, backup_dir=str(backup), verbose=0, callbacks=[StopAfterFirstEpoch()])
     assert epochs_in_backup(backup) == 1
 
 
@@ -165,19 +168,19 @@ def _truncate(path, keep):
     path.write_bytes(data[:keep])
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("damage, reason", [
     ("truncated_state", r"is unreadable \(JSONDecodeError: Expecting property name"),
     ("missing_weights", r"is unreadable \(epoch-0001.npz: FileNotFoundError"),
     ("truncated_weights", r"is unreadable \(epoch-0001.npz: "),
     ("state_of_another_version", r"was made with another config \(differs in ema_momentum, label_smoothing\)"),
 ])
-def test_damaged_backup_is_one_clear_error(mnist_dir, tmp_path, damage, reason):
+def test_damaged_backup_is_one_clear_error(tmp_path, damage, reason):
     from mnist_loc.training import BackupError, train
 
-    config = TrainConfig(epochs=2, steps_per_epoch=5, validation_canvases=500)
+    config = TrainConfig(epochs=2, steps_per_epoch=2, **SMALL)
+    digits = fake_digits()
     backup = tmp_path / "backup"
-    _interrupted_backup(mnist_dir, backup, config)
+    _interrupted_backup(digits, backup, config)
     weights = backup / "epoch-0001.npz"
     if damage == "truncated_state":
         _truncate(backup / "state.json", 40)
@@ -190,14 +193,14 @@ def test_damaged_backup_is_one_clear_error(mnist_dir, tmp_path, damage, reason):
         del state["config"]["ema_momentum"], state["config"]["label_smoothing"]
         (backup / "state.json").write_text(json.dumps(state))
     with pytest.raises(BackupError, match=rf"^the backup in {backup} {reason}.*; --restart \(or deleting the folder\) starts over"):
-        train(config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0)
-    assert "\n" not in str(pytest.raises(BackupError, train, config, data_dir=mnist_dir, backup_dir=str(backup), verbose=0).value)
+        train(config, digits, backup_dir=str(backup), verbose=0)
+    assert "\n" not in str(pytest.raises(BackupError, train, config, digits, backup_dir=str(backup), verbose=0).value)
 
 
-@pytest.mark.e2e
-def test_truncated_backup_on_the_command_line_then_restart(mnist_dir, tmp_path):
+@pytest.mark.slow
+def test_truncated_backup_on_the_command_line_then_restart(mnist_dir, mnist_digits, tmp_path):
     out = tmp_path / "run"
-    _interrupted_backup(mnist_dir, out / "backup", TrainConfig(epochs=2, steps_per_epoch=5, validation_canvases=500))
+    _interrupted_backup(mnist_digits, out / "backup", TrainConfig(epochs=2, steps_per_epoch=5, validation_canvases=500))
     _truncate(out / "backup" / "state.json", 19)
     args = ["train", "--epochs", 2, "--steps-per-epoch", 5, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out]
     refused = run_cli(*args)
@@ -214,7 +217,7 @@ def test_truncated_backup_on_the_command_line_then_restart(mnist_dir, tmp_path):
 
 # --- SIGTERM and SIGINT ---
 
-@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, status, said", [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGINT, 130, "interrupted")])
 def test_signal_stops_promptly_keeps_the_backup_and_says_how_to_resume(mnist_dir, tmp_path, signum, status, said):
     out = tmp_path / "run"
@@ -312,7 +315,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", str(disk)], check=True)
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_real_full_disk_during_training_is_one_line(mnist_dir, small_disk):
     out = small_disk / "run"
     result = run_cli("train", "--epochs", 1, "--steps-per-epoch", 3, "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out)
@@ -332,7 +335,7 @@ def test_real_full_disk_while_saving_a_run(small_disk):
     files.write_json(small_disk / "metrics.json", {"accuracy": 0.99})  # an earlier run's complete file
     figure = plt.figure()
     with pytest.raises(files.WriteError, match=rf"^cannot write {small_disk / 'model.keras'}: No space left on device$"):
-        artifacts.save_run(small_disk, build_model(), {"accuracy": 0.5}, {"loss": [1.0]}, {}, 1.0, figure=figure)
+        artifacts.save_run(small_disk, build_model(), {"accuracy": 0.5}, {"loss": [1.0]}, {}, figure=figure)
     assert json.loads((small_disk / "metrics.json").read_text()) == {"accuracy": 0.99}
     assert sorted(os.listdir(small_disk)) == ["metrics.json"]
     plt.close(figure)
@@ -388,7 +391,7 @@ def _predict_peak_mb(model, image):
     return result.returncode, lines[:-1], int(lines[-1]) / 1024
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_predict_on_a_huge_png_is_refused_with_normal_memory(tmp_path):
     from mnist_loc.model import build_model
 

@@ -6,7 +6,7 @@ from mnist_loc.boxes import iou
 from mnist_loc.model import BoxLoss, MeanBoxIoU, build_model, compile_model
 
 
-def test_seed_architecture_and_parameter_count():
+def test_course_architecture_and_parameter_count():
     model = build_model()
     assert model.count_params() == 426_638
     kinds = [(type(l).__name__, getattr(l, "filters", None) or getattr(l, "units", None)) for l in model.layers]
@@ -56,7 +56,7 @@ def test_other_canvas_size():
     assert model.input_shape == (None, 56, 56, 1)
 
 
-def test_compile_defaults_are_the_seed_recipe():
+def test_compile_defaults_are_the_course_labs_recipe():
     model = compile_model(build_model())
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(1e-3)

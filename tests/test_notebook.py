@@ -6,7 +6,7 @@ import pytest
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow
 
 
 def execute(notebook, tmp_path, parameters):

@@ -5,7 +5,8 @@ import tensorflow as tf
 from hypothesis import given, settings, strategies as st
 
 from mnist_loc.boxes import iou
-from mnist_loc.data import _stream_key, make_canvas_dataset, place_digits, random_offsets
+from mnist_loc.data import Digits, make_dataset
+from mnist_loc.placement import place_digits, random_offsets, stream_key
 from mnist_loc.task import Task
 
 coord = st.floats(min_value=-100, max_value=100, allow_nan=False, width=64)
@@ -56,7 +57,7 @@ def test_scale_invariant(a, b, scale):
 def test_placement_keeps_ink_inside_box(seed, canvas_size, index, pass_index):
     rng = np.random.default_rng(seed)
     digits = rng.integers(0, 256, size=(8, 28, 28, 1), dtype=np.uint8)
-    offsets = tf.gather(random_offsets(8, canvas_size, _stream_key(seed, 1, pass_index)), [index])
+    offsets = tf.gather(random_offsets(8, canvas_size, stream_key(seed, 1, pass_index)), [index])
     canvases, box = place_digits(digits[index : index + 1], offsets, canvas_size)
     canvas, box = canvases.numpy()[0, ..., 0], box.numpy()[0]
     assert abs(canvas.sum() - digits[index].astype(np.float32).sum() / 255.0) < 1e-3
@@ -73,6 +74,7 @@ def test_placement_keeps_ink_inside_box(seed, canvas_size, index, pass_index):
 def test_dataset_pixel_sums_match_digits(seed, canvas_size):
     rng = np.random.default_rng(seed)
     digits = rng.integers(0, 256, size=(6, 28, 28, 1), dtype=np.uint8)
-    ds = make_canvas_dataset(digits, np.arange(6), task=Task(canvas_size=canvas_size), batch_size=6, seed=seed)
+    split = (digits, np.arange(6))
+    ds = make_dataset("test", Digits.from_arrays(split, split, split), task=Task(canvas_size=canvas_size), batch_size=6, seed=seed)
     images, targets = next(iter(ds))
     np.testing.assert_allclose(images.numpy().sum(axis=(1, 2, 3)), digits.astype(np.float32).sum(axis=(1, 2, 3)) / 255.0, rtol=1e-5)

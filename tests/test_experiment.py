@@ -1,4 +1,4 @@
-"""Bring your own model, one run() that trains and scores, and one table of many runs."""
+"""Bring your own model, one run() that trains, scores and writes the run folder, and reuse of a finished one."""
 
 import dataclasses
 import json
@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 from keras import layers
 
+from mnist_loc import artifacts
 from mnist_loc.artifacts import load_model
-from mnist_loc.cli import main
 from mnist_loc.config import TrainConfig
 from mnist_loc.data import make_dataset
 from mnist_loc.evaluation import evaluate, predict
-from mnist_loc.runs import _finished_run, run
-from mnist_loc.table import runs_table
+from mnist_loc.experiment import run
+from mnist_loc.task import Task
 from mnist_loc.training import ModelOutputError, train
+
+from conftest import fake_digits
 
 
 @keras.saving.register_keras_serializable(package="mnist_loc_tests")
@@ -42,7 +44,12 @@ def tiny(canvas_size, num_classes):
     return TinyLocalizer(num_classes, name="tiny")
 
 
-QUICK = dict(epochs=3, steps_per_epoch=6, batch_size=32, validation_canvases=1000, warmup_epochs=0)
+QUICK = dict(epochs=3, steps_per_epoch=3, batch_size=16, warmup_epochs=0, task=Task(canvas_size=60))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return fake_digits(train=64, validation=40, test=40)
 
 
 class StopAfterEpoch(keras.callbacks.Callback):
@@ -55,15 +62,14 @@ class StopAfterEpoch(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-@pytest.mark.e2e
-def test_a_subclassed_model_trains_resumes_bit_identically_evaluates_and_reloads(mnist_dir, tmp_path):
-    config = TrainConfig.for_task("translated-60", **QUICK)
-    whole = train(config, tiny, data_dir=mnist_dir, verbose=0)
-    assert isinstance(whole.model, TinyLocalizer) and whole.model.optimizer.iterations.numpy() == 18
+def test_a_subclassed_model_trains_resumes_bit_identically_evaluates_and_reloads(digits, tmp_path):
+    config = TrainConfig(**QUICK)
+    whole = train(config, digits, tiny, verbose=0)
+    assert isinstance(whole.model, TinyLocalizer) and whole.model.optimizer.iterations.numpy() == 9
     backup = tmp_path / "backup"
-    stopped = train(config, tiny, data_dir=mnist_dir, backup_dir=str(backup), verbose=0, callbacks=[StopAfterEpoch(2)])
+    stopped = train(config, digits, tiny, backup_dir=str(backup), verbose=0, callbacks=[StopAfterEpoch(2)])
     assert len(stopped.history["loss"]) == 2
-    resumed = train(config, tiny, data_dir=mnist_dir, backup_dir=str(backup), verbose=0)
+    resumed = train(config, digits, tiny, backup_dir=str(backup), verbose=0)
     assert resumed.resumed_from_epoch == 2 and resumed.history["loss"] == whole.history["loss"]
     # Wall and CPU seconds are summed over the interrupted process and the resumed one.
     assert resumed.train_seconds > stopped.train_seconds > 0 and resumed.train_cpu_seconds > stopped.train_cpu_seconds > 0
@@ -71,26 +77,27 @@ def test_a_subclassed_model_trains_resumes_bit_identically_evaluates_and_reloads
     for a, b in zip(whole.model.weights, resumed.model.weights):
         assert a.numpy().tobytes() == b.numpy().tobytes(), "resumed weights must be the uninterrupted run's, bit for bit"
 
-    test = make_dataset("test", task=config.task, batch_size=500, data_dir=mnist_dir).take(2)
-    report, predictions = evaluate(resumed.model, test, return_predictions=True)
-    assert report["num_examples"] == 1000 and predictions["boxes"].shape == (1000, 4)
-    assert predictions["probabilities"].shape == (1000, 10)
+    report, predictions = evaluate(resumed.model, digits, task=config.task, return_predictions=True)
+    assert report["num_examples"] == 40 and predictions["boxes"].shape == (40, 4)
+    assert predictions["probabilities"].shape == (40, 10)
 
-    done = run(config, tiny, tmp_path / "run", data_dir=mnist_dir, callbacks=[])
+    done = run(config, tiny, tmp_path / "run", digits=digits, callbacks=[])
     assert done.metrics["model"] == {"name": "tiny", "class": f"{__name__}.TinyLocalizer", "parameters": 334, "compute_dtypes": ["float32"]}
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["history.csv", "metrics.json", "model.keras", "predictions.png", "task.json"]
     reloaded = load_model(tmp_path / "run" / "model.keras")
     assert isinstance(reloaded, TinyLocalizer)
-    again = evaluate(reloaded, make_dataset("test", task=config.task, batch_size=500, data_dir=mnist_dir))
+    again = evaluate(reloaded, make_dataset("test", digits, task=config.task, batch_size=500))
     assert (again["accuracy"], again["mean_iou"]) == (done.report["accuracy"], done.report["mean_iou"])
     task = json.loads((tmp_path / "run" / "task.json").read_text())
-    assert task["canvas_size"] == 60 and task["splits"] == "mnist-cluttered"
-    canvases = make_dataset("test", task=config.task, batch_size=3, data_dir=mnist_dir).take(1)
+    assert task["canvas_size"] == 60 and task["class_names"] == [str(c) for c in range(10)]
+    assert artifacts.read_history_csv(tmp_path / "run" / "history.csv") == done.history
+    canvases = make_dataset("test", digits, task=config.task, batch_size=3).take(1)
     images = next(iter(canvases))[0].numpy()
     np.testing.assert_array_equal(predict(reloaded, images)["labels"], done.predictions["labels"][:3])
 
     # reuse=True reads the finished folder back: no training, the same numbers, the model file untouched.
     written = (tmp_path / "run" / "model.keras").stat().st_mtime_ns
-    back = run(config, tiny, tmp_path / "run", data_dir=mnist_dir, callbacks=[], reuse=True)
+    back = run(config, tiny, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
     assert back.reused and not done.reused
     assert (back.train_seconds, back.train_cpu_seconds) == (done.train_seconds, done.train_cpu_seconds) and done.train_cpu_seconds > 0
     assert (back.report["accuracy"], back.report["mean_iou"]) == (done.report["accuracy"], done.report["mean_iou"])
@@ -99,12 +106,14 @@ def test_a_subclassed_model_trains_resumes_bit_identically_evaluates_and_reloads
     # Only the same run is reused: another seed, split, model or test-time augmentation is not this run.
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["train_cpu_seconds"] == done.train_cpu_seconds
-    assert _finished_run(tmp_path / "run", config, tiny, "test", False, 10) == metrics
-    assert _finished_run(tmp_path / "run", dataclasses.replace(config, seed=1), tiny, "test", False, 10) is None
-    assert _finished_run(tmp_path / "run", config, tiny, "validation", False, 10) is None
-    assert _finished_run(tmp_path / "run", config, tiny, "test", True, 10) is None
-    assert _finished_run(tmp_path / "run", config, None, "test", False, 10) is None  # the course model
-    assert _finished_run(tmp_path / "elsewhere", config, tiny, "test", False, 10) is None
+    model = done.metrics["model"]
+    finished = lambda folder=tmp_path / "run", config=config, model=model, split="test", tta=False: artifacts.finished_run(folder, config.to_dict(), model, split, tta)  # noqa: E731
+    assert finished() == metrics
+    assert finished(config=dataclasses.replace(config, seed=1)) is None
+    assert finished(split="validation") is None
+    assert finished(tta=True) is None
+    assert finished(model={"name": "mnist_loc", "parameters": 334}) is None and finished(model={"name": "tiny", "parameters": 335}) is None
+    assert finished(folder=tmp_path / "elsewhere") is None
 
 
 def functional(outputs_of):
@@ -126,40 +135,7 @@ def functional(outputs_of):
      r"fails on float32 \[B, 60, 60, 1\] canvases"),
     (lambda canvas_size, num_classes: "not a model", "must return a keras.Model"),
 ], ids=["list", "missing head", "class count", "logits", "box width", "canvas size", "not a model"])
-def test_a_model_whose_outputs_do_not_fit_is_refused_before_training(mnist_dir, tmp_path, build, match):
-    config = TrainConfig.for_task("translated-60", **QUICK)
+def test_a_model_whose_outputs_do_not_fit_is_refused_before_training(digits, tmp_path, build, match):
     with pytest.raises((ModelOutputError, TypeError), match=match):
-        train(config, build, data_dir=mnist_dir, backup_dir=str(tmp_path / "backup"), verbose=0)
-    assert not (tmp_path / "backup" / "state.json").exists(), "refused before any training step"
-
-
-def fake_run(folder, task, model, recipe, seed, accuracy, mean_iou, at_50, seconds, cpu_seconds=None):
-    folder.mkdir(parents=True)
-    config = TrainConfig.for_task(task, seed=seed).to_dict()
-    metrics = {"accuracy": accuracy, "mean_iou": mean_iou, "iou_at_50": at_50, "train_seconds": seconds,
-               "config": config, "model": {"name": model}, "recipe": recipe}
-    if cpu_seconds is not None:
-        metrics["train_cpu_seconds"] = cpu_seconds
-    (folder / "metrics.json").write_text(json.dumps(metrics))
-    return folder
-
-
-def test_runs_table_groups_by_task_model_recipe_with_mean_and_range(tmp_path, capsys):
-    folders = [
-        fake_run(tmp_path / "a0", "cluttered-60", "mnist_loc", "default", 0, 0.985, 0.93, 0.995, 260.0, 500.0),
-        fake_run(tmp_path / "b", "translated-60", "tiny", "default (epochs=1)", 0, 0.5, 0.4, 0.3, 10.0),
-        fake_run(tmp_path / "a1", "cluttered-60", "mnist_loc", "default", 1, 0.989, 0.95, 0.999, 280.0, 540.0),
-    ]
-    table = runs_table(folders).splitlines()
-    assert table[0] == "| task | model | recipe | seeds | error % | accuracy | mean IoU | IoU ≥ 0.5 | train s | CPU s |"
-    # By hand: error 1.5 and 1.1 -> mean 1.3; accuracy 0.987; IoU 0.94; IoU >= 0.5 99.7%; 270 s; CPU 520 s.
-    assert table[2] == ("| cluttered-60 | mnist_loc | default | 2 | 1.30 (1.10–1.50) | 0.9870 (0.9850–0.9890) | "
-                        "0.9400 (0.9300–0.9500) | 99.70% (99.50%–99.90%) | 270 (260–280) | 520 (500–540) |")
-    # A run written before CPU seconds were recorded shows a dash, not a zero.
-    assert table[3] == "| translated-60 | tiny | default (epochs=1) | 1 | 50.00 | 0.5000 | 0.4000 | 30.00% | 10 | – |"
-    assert len(table) == 4
-    assert main(["table", *map(str, folders)]) == 0
-    assert capsys.readouterr().out.strip().splitlines() == table
-    (tmp_path / "empty").mkdir()
-    assert main(["table", str(tmp_path / "empty")]) == 1
-    assert capsys.readouterr().err.strip() == f"mnist_loc: error: {tmp_path / 'empty'} is not a run folder (no metrics.json)"
+        run(TrainConfig(**QUICK), build, tmp_path / "run", digits=digits, callbacks=[])
+    assert not (tmp_path / "run").exists(), "refused before any training step, and the empty folder is gone"

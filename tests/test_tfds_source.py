@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from mnist_loc import data, datasets
-from mnist_loc.datasets import DataNotFoundError
+from mnist_loc import tfds_source
+from mnist_loc.data import Digits, make_dataset
+from mnist_loc.tfds_source import DataNotFoundError
 
 TRAIN, TEST = 24, 12  # fake examples per tfds split
 FILES = {
@@ -84,14 +85,12 @@ class Server:
 
 @pytest.fixture
 def offline_home(tmp_path, monkeypatch):
-    """No TFDS_DATA_DIR, an empty home, no proxy for 127.0.0.1, an empty load cache; returns an empty data dir."""
+    """No TFDS_DATA_DIR, an empty home, no proxy for 127.0.0.1; returns an empty data dir."""
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
-    data._load_arrays.cache_clear()
-    yield tmp_path / "tfds"
-    data._load_arrays.cache_clear()
+    return tmp_path / "tfds"
 
 
 @pytest.fixture
@@ -116,18 +115,18 @@ def mnist_source(tmp_path, monkeypatch):
 def test_search_order(tmp_path, monkeypatch):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert datasets.search_dirs(tmp_path / "arg") == [str(tmp_path / "arg"), str(tmp_path / "env"), str(tmp_path / "home" / "tensorflow_datasets")]
+    assert tfds_source.search_dirs(tmp_path / "arg") == [str(tmp_path / "arg"), str(tmp_path / "env"), str(tmp_path / "home" / "tensorflow_datasets")]
     monkeypatch.delenv("TFDS_DATA_DIR")
-    assert datasets.search_dirs() == [str(tmp_path / "home" / "tensorflow_datasets")]
+    assert tfds_source.search_dirs() == [str(tmp_path / "home" / "tensorflow_datasets")]
 
 
 def test_first_run_downloads_and_prepares_later_runs_do_not(offline_home, mnist_source, capfd):
     files, serve = mnist_source
     with Server(files) as server:
         serve(server.url)
-        x, targets = next(iter(data.make_dataset("test", batch_size=TEST, data_dir=str(offline_home))))
+        x, targets = next(iter(make_dataset("test", Digits.find(data_dir=str(offline_home)), batch_size=TEST)))
         assert sorted(server.downloads()) == sorted("/" + name for name in FILES)
-        assert datasets.is_prepared("mnist", str(offline_home))
+        assert tfds_source.is_prepared("mnist", str(offline_home))
         # The canvases hold the served digits (tfds shuffles their order): served test example i
         # has ink value 101 + i and label i % 10.
         assert x.shape == (TEST, 75, 75, 1)
@@ -138,8 +137,7 @@ def test_first_run_downloads_and_prepares_later_runs_do_not(offline_home, mnist_
         assert f"mnist_loc: downloading mnist once (about 11 MiB) from {server.url}" in err and str(offline_home) in err
 
         requests_after_first = len(server.requests)
-        data._load_arrays.cache_clear()  # a later run: nothing cached in the process
-        images, labels = data.load_digit_arrays("train", str(offline_home))
+        images, labels = Digits.find(data_dir=str(offline_home)).split("train")  # a later run
         assert len(server.requests) == requests_after_first, "a prepared dataset must not touch the network"
         assert images.shape == (TRAIN - TRAIN // 12, 28, 28, 1)  # the last twelfth is validation
         assert "downloading" not in capfd.readouterr().err
@@ -151,8 +149,8 @@ def test_download_goes_into_the_first_folder_searched(offline_home, mnist_source
     monkeypatch.setenv("TFDS_DATA_DIR", str(env_dir))
     with Server(files) as server:
         serve(server.url)
-        data.load_digit_arrays("test")  # no data_dir: $TFDS_DATA_DIR is the first folder
-    assert datasets.is_prepared("mnist", str(env_dir))
+        Digits.find()  # no data_dir: $TFDS_DATA_DIR is the first folder
+    assert tfds_source.is_prepared("mnist", str(env_dir))
     assert not (tmp_path / "home").exists()
 
 
@@ -161,7 +159,7 @@ def test_no_download_refuses_without_touching_the_server(offline_home, mnist_sou
     with Server(files) as server:
         serve(server.url)
         with pytest.raises(DataNotFoundError, match=r"not prepared in .*download=False / --no-download.*TFDS_DATA_DIR"):
-            data.make_dataset("test", data_dir=str(offline_home), download=False)
+            Digits.find(data_dir=str(offline_home), download=False)
         assert server.requests == []
 
 
@@ -178,7 +176,7 @@ def test_unreachable_source_fails_fast_and_leaves_nothing(offline_home, mnist_so
     serve(url)
     start = time.monotonic()
     with pytest.raises(DataNotFoundError) as caught:
-        data.load_digit_arrays("test", str(offline_home))
+        Digits.find(data_dir=str(offline_home))
     assert time.monotonic() - start < 30
     message = str(caught.value)
     for words in (f"cannot download mnist from {url}", "network is unreachable", "TFDS_DATA_DIR", "--data-dir", "machine with internet"):
@@ -191,12 +189,12 @@ def test_download_failing_midway_leaves_nothing_a_later_run_could_use(offline_ho
     with Server(files, missing={"t10k-labels-idx1-ubyte.gz"}) as server:
         serve(server.url)
         with pytest.raises(DataNotFoundError, match="failed .*nothing was kept"):
-            data.load_digit_arrays("test", str(offline_home))
+            Digits.find(data_dir=str(offline_home))
         assert len(server.downloads()) >= 2, "the download really started"
     assert not offline_home.exists() or os.listdir(offline_home) == []
-    assert not datasets.is_prepared("mnist", str(offline_home))
+    assert not tfds_source.is_prepared("mnist", str(offline_home))
     with pytest.raises(DataNotFoundError, match="not prepared"):
-        data.load_digit_arrays("test", str(offline_home), download=False)
+        Digits.find(data_dir=str(offline_home), download=False)
 
 
 def test_unreachable_probe_gives_up_by_its_deadline(monkeypatch):
@@ -209,7 +207,7 @@ def test_unreachable_probe_gives_up_by_its_deadline(monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", hangs)
     start = time.monotonic()
-    assert datasets._unreachable("http://example.invalid/", timeout=0.5) == "no answer within 0.5 s"
+    assert tfds_source._unreachable("http://example.invalid/", timeout=0.5) == "no answer within 0.5 s"
     assert time.monotonic() - start < 2
 
 
@@ -269,17 +267,21 @@ def test_another_tfds_dataset_sizes_the_task_and_the_model(tmp_path, monkeypatch
     builder = tiny_glyphs_builder(tmp_path)
     name = builder.name
     assert name == "tiny_glyphs"
-    assert data.class_names(Task(dataset=name), str(tmp_path), download=False) == list(GLYPHS)
-    sizes = {split: len(data.load_digit_arrays(split, str(tmp_path), task=Task(dataset=name))[0]) for split in ("train", "validation", "test")}
+    digits = Digits.find(Task(dataset=name), str(tmp_path), download=False)
+    assert digits.class_names == GLYPHS
+    sizes = {split: len(digits.split(split)[0]) for split in ("train", "validation", "test")}
     assert sizes == {"train": 22, "validation": 2, "test": 12}, "validation is the last twelfth of train"
-    x, targets = next(iter(data.make_dataset("test", task=Task(dataset=name, scale=(0.5, 2.0), box="ink", clutter=2), batch_size=12, data_dir=str(tmp_path))))
+    x, targets = next(iter(make_dataset("test", digits, task=Task(dataset=name, scale=(0.5, 2.0), box="ink", clutter=2), batch_size=12)))
     assert x.shape == (12, 75, 75, 1) and targets["classification"].shape == (12, 3)
-    result = train(TrainConfig(task=Task(dataset=name), epochs=1, steps_per_epoch=2, batch_size=8, validation_batch_size=2), data_dir=str(tmp_path), verbose=0)
+    result = train(TrainConfig(task=Task(dataset=name), epochs=1, steps_per_epoch=2, batch_size=8, validation_batch_size=2), digits, verbose=0)
     assert result.model.output["classification"].shape[-1] == 3
 
 
 def test_a_dataset_that_is_not_28x28_gray_is_refused(monkeypatch, tmp_path):
-    info = tfds.builder("mnist", data_dir=str(tmp_path)).info
+    builder_cls = tfds.builder_cls("mnist")
+    info = builder_cls(data_dir=str(tmp_path)).info
     monkeypatch.setattr(info.features["image"], "_shape", (32, 32, 3), raising=False)
+    monkeypatch.setattr(tfds_source, "prepared_dir", lambda *a, **k: str(tmp_path))
+    monkeypatch.setattr(tfds_source, "_builder", lambda name, folder: type("B", (), {"info": info})())
     with pytest.raises(ValueError, match=r"needs uint8 \[28, 28, 1\]"):
-        data._check_digit_dataset("cifar_like", info)
+        tfds_source.read_splits("cifar_like", data_dir=str(tmp_path))

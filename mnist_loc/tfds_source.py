@@ -1,4 +1,5 @@
-"""Where the digits come from: find a prepared tfds dataset, or download it once.
+"""Where the digits come from: a tensorflow-datasets dataset, found prepared or downloaded once,
+read into memory and cut into a task's splits. It knows nothing of canvases or models.
 
 Folders are searched in this order: ``data_dir=`` (``--data-dir``), ``$TFDS_DATA_DIR``,
 ``~/tensorflow_datasets``. The first that holds the dataset prepared is used and the
@@ -18,9 +19,15 @@ import threading
 import urllib.error
 import urllib.request
 
-from .quiet import absl_warnings_hidden
+import numpy as np
+
+from .task import DIGIT_SIZE, MNIST_CLUTTERED_VALIDATION
+from .tf_logs import absl_warnings_hidden, cpp_logs_filtered
 
 REACHABILITY_TIMEOUT = 15.0  # seconds for the pre-download check, DNS included
+SPLITS = ("train", "validation", "test")
+# splits="tfds": validation is the last twelfth of tfds' train split (MNIST: 5,000 of 60,000).
+VALIDATION_FRACTION = 12
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -158,3 +165,60 @@ def _remove_new_entries(folder: str, name: str, before: set[str]) -> None:
             shutil.rmtree(path, ignore_errors=True)
         elif os.path.exists(path):
             os.remove(path)
+
+
+def read_splits(dataset: str = "mnist", splits: str = "tfds", data_dir=None, *, download: bool = True):
+    """Read a dataset's three splits into memory: ``(class_names, {split: (images, labels)})``,
+    images uint8 ``[N, 28, 28, 1]``, labels int64 ``[N]``, in the split's order.
+
+    ``splits`` as in :class:`~mnist_loc.task.Task`: ``"tfds"`` cuts the last twelfth of
+    tfds' train split off for validation (MNIST: 55,000 / 5,000 / 10,000);
+    ``"mnist-cluttered"`` restores MNIST's file order and cuts 50,000 / 10,000 / 10,000.
+    Where the dataset is found: :func:`prepared_dir`. Raises :class:`DataNotFoundError`,
+    or ValueError for a dataset that is not 28x28x1 uint8 with class labels.
+    """
+    import tensorflow_datasets as tfds  # imported lazily: it takes seconds
+
+    folder = prepared_dir(dataset, data_dir, download=download)
+    builder = _builder(dataset, folder)
+    image, label = (builder.info.features[key] for key in builder.info.supervised_keys)
+    if tuple(image.shape) != (DIGIT_SIZE, DIGIT_SIZE, 1) or image.np_dtype != np.uint8:
+        raise ValueError(f"{dataset} has {image.np_dtype} images of shape {image.shape}; mnist_loc needs uint8 [28, 28, 1]")
+    if not hasattr(label, "names") or label.num_classes < 2:
+        raise ValueError(f"{dataset} has no class labels; mnist_loc needs an image-classification dataset")
+    if set(builder.info.splits) < {"train", "test"}:
+        raise ValueError(f"{dataset} needs a train and a test split, has {sorted(builder.info.splits)}")
+
+    def read(split):
+        with cpp_logs_filtered():  # the first tfrecord read logs a buffer size from C++
+            return tfds.as_numpy(builder.as_dataset(split=split, as_supervised=True, batch_size=-1))
+
+    (train_images, train_labels), test = read("train"), read("test")
+    num_train = len(train_labels)
+    if splits == "mnist-cluttered":  # the files' order, cut as download_mnist.lua cuts it
+        order = file_order("train", num_train)
+        train_images, train_labels = train_images[order], train_labels[order]
+        test = tuple(a[file_order("test", len(test[1]))] for a in test)
+        first_validation = num_train - MNIST_CLUTTERED_VALIDATION
+    else:
+        first_validation = num_train - num_train // VALIDATION_FRACTION
+    cut = {"train": slice(0, first_validation), "validation": slice(first_validation, None)}
+    arrays = {name: (train_images[part], train_labels[part]) for name, part in cut.items()}
+    return tuple(label.names), {**arrays, "test": test}
+
+
+def file_order(tfds_split_name: str, num_examples: int) -> np.ndarray:
+    """Where each example of the original files sits in tfds' records: int64 ``[N]``,
+    ``positions[k]`` = tfds record of the file's example ``k``.
+
+    tfds writes a split's records sorted by a salted md5 of each example's key (its own
+    ``hashing.Hasher``, the split name as salt); MNIST's builder keys examples by their
+    index in the file, so sorting the keys' hashes gives the record order back.
+    """
+    from tensorflow_datasets.core import hashing
+
+    hasher = hashing.Hasher(tfds_split_name)
+    hashes = [hasher.hash_key(k) for k in range(num_examples)]
+    positions = np.empty(num_examples, np.int64)
+    positions[sorted(range(num_examples), key=hashes.__getitem__)] = np.arange(num_examples)
+    return positions

@@ -1,4 +1,4 @@
-"""Writing files safely: atomic writes with one-line errors, and one run per output folder.
+"""Writing files safely: atomic writes with one-line errors, and one writer per output folder.
 
 Free of TensorFlow, so the command line can claim its output folder before the slow imports.
 """
@@ -103,8 +103,8 @@ def output_lock(folder):
     An advisory ``flock`` on ``folder/.mnist_loc.lock``, which names the holder (pid,
     host, command, start time). The kernel drops the lock when its process ends, however
     it ends, so a killed run never blocks the next one; a lock file left behind is just
-    overwritten. Re-entrant within one process (the command line holds its ``--out``
-    while ``train`` and ``save_run`` lock the folders they write). The refused process
+    overwritten. Re-entrant within one process (the command line claims its ``--out``
+    before the slow imports; ``run()`` then holds the same folder). The refused process
     creates and changes nothing; a folder the lock created is removed again if the run
     left it empty (a run that failed early leaves no empty ``--out`` behind).
     """

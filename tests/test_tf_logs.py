@@ -2,7 +2,7 @@
 
 import os
 
-from mnist_loc.quiet import cpp_logs_filtered
+from mnist_loc.tf_logs import cpp_logs_filtered
 
 TF_LINES = [
     # absl's format (TF 2.21), and its pre-init banner

@@ -1,0 +1,220 @@
+"""How one canvas is drawn: digits resized, pasted, boxed and cluttered, as batched tensor ops.
+
+A 28x28 digit is resized by a factor ``f`` (1 by default) to an ``s x s`` patch,
+``s = round(28 f)``, and pasted at a random integer offset ``(x, y)`` on a black ``S x S``
+canvas where it fits entirely. Boxes are ``[xmin, ymin, xmax, ymax]`` in continuous pixel
+coordinates normalized by ``S`` (pixel column ``c`` spans ``[c, c + 1)``), either
+
+- ``"patch"``: the pasted square, ``[x, y, x + s, y + s] / S`` (the course task), or
+- ``"ink"``: the tightest box around the pasted pixels ``>= INK_THRESHOLD``, as pixel
+  edges (first ink column, last ink column + 1, ...) / S.
+
+Resizing is area resampling (each canvas pixel averages the part of the digit it covers:
+antialiased when shrinking, a box filter when enlarging), written as the two batched
+matmuls that paste the digit: interpolation weights instead of one-hot shifts (about 4x
+cheaper than a scatter, and exact at ``s = 28``). With ``clutter = k``, ``k`` distractors
+(crops at native scale of digits of the same split, as in DeepMind's mnist-cluttered) are
+added by one of the two rules of :mod:`mnist_loc.task`.
+
+Every random choice (:func:`draw_layout`) is drawn with stateless random ops keyed by
+``(seed, split, pass)`` and indexed by the example's position in the split, so a canvas
+depends on nothing but those numbers and the task. Knows nothing of where digits come from.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from .task import BOX_DEFINITIONS, DIGIT_SIZE, Task, check_canvas_size
+
+INK_THRESHOLD = 0.1  # a canvas pixel is ink at >= 10% of full intensity (25.5 of 255)
+
+
+def place_digits(digits, offsets, canvas_size: int = 75, sizes=None, box: str = "patch"):
+    """Paste each digit, resized to ``sizes`` px, on a black canvas at its offset.
+
+    Args:
+      digits: uint8 ``[B, 28, 28, 1]`` (or ``[B, 28, 28]``) digits, 0..255.
+      offsets: int ``[B, 2]`` top-left ``(x, y)`` of each pasted patch.
+      canvas_size: ``S``.
+      sizes: int ``[B]`` side ``s`` of each pasted patch, in ``[1, S]``; default 28
+        (no resizing). Area resampling, see the module doc.
+      box: ``"patch"`` or ``"ink"`` (see the module doc).
+
+    Returns:
+      ``(canvases, boxes)``: float32 ``[B, S, S, 1]`` in [0, 1] (at ``s = 28`` exactly
+      digit/255 inside the patch), 0 outside the patch; float32 ``[B, 4]`` boxes
+      ``[xmin, ymin, xmax, ymax] / S``.
+
+    Raises ``tf.errors.InvalidArgumentError`` if an offset is negative or puts the
+    patch outside the canvas.
+    """
+    size = check_canvas_size(canvas_size)
+    if box not in BOX_DEFINITIONS:
+        raise ValueError(f"box must be one of {BOX_DEFINITIONS}, got {box!r}")
+    offsets = tf.cast(offsets, tf.int32)
+    sizes = tf.fill([tf.shape(offsets)[0]], DIGIT_SIZE) if sizes is None else tf.cast(sizes, tf.int32)
+    tf.debugging.assert_positive(sizes, message="digit sizes must be >= 1")
+    tf.debugging.assert_non_negative(offsets, message="digit offsets must be >= 0")
+    tf.debugging.assert_less_equal(
+        offsets + sizes[:, None], size, message="digit offset puts the digit outside the canvas"
+    )
+    return _paste(digits, offsets, sizes, size, box)
+
+
+def resize_weights(starts, sizes, canvas_size: int):
+    """Area-resampling weights: ``[B, 28, S]`` float32, how much digit column (or row) ``c``
+    contributes to canvas column ``X`` when the digit is resized to ``sizes[b]`` px and
+    its patch starts at canvas column ``starts[b]``.
+
+    Canvas pixel ``X`` covers the digit interval ``[u, u + 1) * 28 / s`` with
+    ``u = X - start``; the weight is the part of digit pixel ``[c, c + 1)`` inside it,
+    divided by the interval's length, so each column inside the patch sums to 1. At
+    ``s = 28`` the weights are exactly 0 or 1: a pure shift.
+    """
+    stretch = float(DIGIT_SIZE) / tf.cast(sizes, tf.float32)[:, None, None]  # digit px per canvas px
+    u = tf.cast(tf.range(canvas_size)[None, None, :] - starts[:, None, None], tf.float32)
+    c = tf.cast(tf.range(DIGIT_SIZE), tf.float32)[None, :, None]
+    overlap = tf.minimum(c + 1.0, (u + 1.0) * stretch) - tf.maximum(c, u * stretch)
+    return tf.maximum(overlap, 0.0) / stretch
+
+
+def _paste(digits, offsets, sizes, size: int, box: str = "patch"):
+    """:func:`place_digits` without the checks, for int32 offsets and sizes drawn in range.
+
+    The input pipeline calls this: its draws are in range by construction, and assert
+    ops in a ``map`` would only add work to every batch.
+    """
+    pixels = tf.cast(tf.reshape(digits, [-1, DIGIT_SIZE, DIGIT_SIZE]), tf.float32) / 255.0
+    # Two batched matmuls paste (and resize) a whole batch, about 4x cheaper than a
+    # scatter; unresized, every canvas pixel is one digit pixel times 1.0 plus zeros: exact.
+    columns = resize_weights(offsets[:, 0], sizes, size)  # [B, 28, S]
+    rows = resize_weights(offsets[:, 1], sizes, size)  # [B, 28, S]
+    canvases = tf.matmul(rows, tf.matmul(pixels, columns), transpose_a=True)
+    canvases = tf.minimum(canvases, 1.0)  # resampled sums of weights can round a hair above 1
+    xy = tf.cast(offsets, tf.float32)
+    patch = tf.concat([xy, xy + tf.cast(sizes, tf.float32)[:, None]], axis=-1)
+    boxes = ink_boxes(canvases, patch) if box == "ink" else patch
+    return canvases[..., None], boxes / float(size)
+
+
+def ink_boxes(canvases, fallback):
+    """Tightest ``[B, 4]`` pixel-edge boxes around the pixels ``>= INK_THRESHOLD`` of
+    ``[B, S, S]`` canvases (not normalized); ``fallback`` where a canvas has no such pixel."""
+    size = tf.shape(canvases)[-1]
+    ink = canvases >= INK_THRESHOLD
+    columns = tf.reduce_any(ink, axis=1)  # [B, S]
+    rows = tf.reduce_any(ink, axis=2)
+
+    def edges(mask):
+        first = tf.argmax(tf.cast(mask, tf.int32), axis=1, output_type=tf.int32)
+        last = size - tf.argmax(tf.cast(tf.reverse(mask, [1]), tf.int32), axis=1, output_type=tf.int32)
+        return tf.cast(first, tf.float32), tf.cast(last, tf.float32)
+
+    x0, x1 = edges(columns)
+    y0, y1 = edges(rows)
+    has_ink = tf.reduce_any(columns, axis=1, keepdims=True)
+    return tf.where(has_ink, tf.stack([x0, y0, x1, y1], axis=-1), fallback)
+
+
+def _add_clutter(canvases, offsets, sizes, fragments_from, crops, positions, size: int, piece: int = 8, overlap: bool = False):
+    """Add ``k`` ``piece x piece`` distractors per canvas by one of the two rules of
+    :mod:`mnist_loc.task`.
+
+    ``canvases`` float32 ``[B, S, S, 1]`` hold the target alone; ``fragments_from`` uint8
+    ``[B, k, 28, 28]`` source digits, ``crops`` int32 ``[B, k, 2]`` top-left ``(x, y)`` of
+    each crop in its digit, ``positions`` int32 ``[B, k, 2]`` where it goes on the canvas.
+    ``overlap=False``: pieces are cut off at the target's patch, added, clipped to [0, 1].
+    ``overlap=True`` (mnist_cluttered.lua): pieces summed and clipped at 1, then the
+    target added and the canvas clipped to [0, 1]. Crop and paste are one-hot matmuls.
+    """
+    span = tf.range(piece)
+    pick_rows = tf.one_hot(crops[..., 1:2] + span, DIGIT_SIZE)  # [B, k, piece, 28]
+    pick_columns = tf.one_hot(crops[..., 0:1] + span, DIGIT_SIZE)
+    fragments = tf.matmul(pick_rows, tf.matmul(tf.cast(fragments_from, tf.float32) / 255.0, pick_columns, transpose_b=True))
+    to_rows = tf.one_hot(positions[..., 1:2] + span, size)  # [B, k, piece, S]
+    to_columns = tf.one_hot(positions[..., 0:1] + span, size)
+    placed = tf.matmul(fragments, to_columns)  # [B, k, piece, S]
+    batch = tf.shape(placed)[0]
+    # Sum over the k fragments inside one matmul: contract over (fragment, row).
+    clutter = tf.matmul(
+        tf.reshape(to_rows, [batch, -1, size]), tf.reshape(placed, [batch, -1, size]), transpose_a=True
+    )[..., None]  # [B, S, S, 1]
+    if overlap:
+        return tf.clip_by_value(tf.minimum(clutter, 1.0) + canvases, 0.0, 1.0)
+    canvas_index = tf.range(size)[None, :]
+    inside_x = (canvas_index >= offsets[:, 0:1]) & (canvas_index < offsets[:, 0:1] + sizes[:, None])
+    inside_y = (canvas_index >= offsets[:, 1:2]) & (canvas_index < offsets[:, 1:2] + sizes[:, None])
+    outside = 1.0 - tf.cast(inside_y[:, :, None] & inside_x[:, None, :], tf.float32)
+    return tf.clip_by_value(canvases + clutter * outside[..., None], 0.0, 1.0)
+
+
+def stream_key(seed: int, split_code: int, pass_index):
+    """Stateless-RNG key for one pass of one split: a pure function of its inputs."""
+    key = tf.random.experimental.stateless_fold_in(tf.constant([seed, 0], tf.int64), split_code)
+    return tf.random.experimental.stateless_fold_in(key, tf.cast(pass_index, tf.int64))
+
+
+def random_offsets(num_examples: int, canvas_size: int, key):
+    """Uniform integer top-left offsets ``(x, y)`` in ``[0, S - 28]``, both ends included.
+
+    Returns int32 ``[num_examples, 2]``; row ``i`` belongs to example ``i`` of the split.
+    """
+    high = check_canvas_size(canvas_size) - DIGIT_SIZE + 1  # maxval is exclusive
+    return tf.random.stateless_uniform(
+        [num_examples, 2], seed=key, minval=0, maxval=high, dtype=tf.int32
+    )
+
+
+def draw_layout(num_examples: int, key, task: Task = Task()) -> dict:
+    """Every random choice of one pass of a split, row ``i`` for example ``i``.
+
+    Returns int32 tensors: ``offsets [N, 2]`` and ``sizes [N]`` of the target patch
+    (offsets uniform in ``0 .. S - s``, both ends included); with ``task.clutter = k``:
+    ``sources [N, k]`` (the digit each piece is cut from: another example of the split,
+    or with ``clutter_overlap`` any example, drawn with replacement), ``crops [N, k, 2]``
+    (uniform in ``0 .. 28 - piece``) and ``positions [N, k, 2]`` (uniform in
+    ``0 .. S - piece``). At scale ``(1, 1)`` the offsets are :func:`random_offsets`'.
+    """
+    fold = tf.random.experimental.stateless_fold_in
+    canvas_size, (lo, hi), clutter, piece = task.canvas_size, task.scale, task.clutter, task.clutter_size
+    if (lo, hi) == (1.0, 1.0):
+        sizes = tf.fill([num_examples], DIGIT_SIZE)
+        offsets = random_offsets(num_examples, canvas_size, key)
+    else:
+        log_scale = tf.random.stateless_uniform([num_examples], seed=fold(key, 2), minval=np.log(lo), maxval=np.log(hi))
+        smallest, largest = round(DIGIT_SIZE * lo), min(round(DIGIT_SIZE * hi), canvas_size)
+        sizes = tf.clip_by_value(tf.cast(tf.round(DIGIT_SIZE * tf.exp(log_scale)), tf.int32), smallest, largest)
+        room = tf.cast(canvas_size - sizes + 1, tf.float32)[:, None]  # offsets 0 .. S - s
+        unit = tf.random.stateless_uniform([num_examples, 2], seed=fold(key, 3))
+        offsets = tf.minimum(tf.cast(tf.floor(unit * room), tf.int32), canvas_size - sizes[:, None])
+    layout = {"offsets": offsets, "sizes": sizes}
+    if clutter:
+        if task.clutter_overlap:
+            layout["sources"] = tf.random.stateless_uniform([num_examples, clutter], seed=fold(key, 7), maxval=num_examples, dtype=tf.int32)
+        else:
+            if num_examples < 2:
+                raise ValueError("clutter needs at least 2 digits in the split (fragments come from other digits)")
+            others = tf.random.stateless_uniform([num_examples, clutter], seed=fold(key, 4), maxval=num_examples - 1, dtype=tf.int32)
+            own = tf.range(num_examples)[:, None]
+            layout["sources"] = others + tf.cast(others >= own, tf.int32)  # skip the example itself
+        layout["crops"] = tf.random.stateless_uniform(
+            [num_examples, clutter, 2], seed=fold(key, 5), maxval=DIGIT_SIZE - piece + 1, dtype=tf.int32
+        )
+        layout["positions"] = tf.random.stateless_uniform(
+            [num_examples, clutter, 2], seed=fold(key, 6), maxval=canvas_size - piece + 1, dtype=tf.int32
+        )
+    return layout
+
+
+def assemble(digits, indices, layout, task: Task):
+    """Canvases ``[K, S, S, 1]`` and boxes ``[K, 4]`` of examples ``indices`` of the split
+    ``digits`` (uint8 ``[N, 28, 28, 1]``), placed by ``layout`` (their rows of :func:`draw_layout`)."""
+    canvases, boxes = _paste(tf.gather(digits, indices), layout["offsets"], layout["sizes"], task.canvas_size, task.box)
+    if "sources" in layout:
+        canvases = _add_clutter(
+            canvases, layout["offsets"], layout["sizes"], tf.gather(digits, layout["sources"])[..., 0],
+            layout["crops"], layout["positions"], task.canvas_size, task.clutter_size, task.clutter_overlap,
+        )
+    return canvases, boxes

@@ -1,0 +1,40 @@
+"""One table of many run folders, grouped by task x model x recipe, by hand."""
+
+import json
+
+from mnist_loc.config import TrainConfig
+from mnist_loc.table import runs_table
+
+from conftest import run_main
+
+
+def fake_run(folder, task, model, recipe, seed, accuracy, mean_iou, at_50, seconds, cpu_seconds):
+    folder.mkdir(parents=True)
+    config = TrainConfig.for_task(task, seed=seed).to_dict()
+    metrics = {"accuracy": accuracy, "mean_iou": mean_iou, "iou_at_50": at_50, "train_seconds": seconds,
+               "train_cpu_seconds": cpu_seconds, "config": config, "model": {"name": model}, "recipe": recipe}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def test_runs_table_groups_by_task_model_recipe_with_mean_and_range(tmp_path, capsys):
+    folders = [
+        fake_run(tmp_path / "a0", "cluttered-60", "mnist_loc", "default", 0, 0.985, 0.93, 0.995, 260.0, 500.0),
+        fake_run(tmp_path / "b", "translated-60", "tiny", "default (epochs=1)", 0, 0.5, 0.4, 0.3, 10.0, 17.0),
+        fake_run(tmp_path / "a1", "cluttered-60", "mnist_loc", "default", 1, 0.989, 0.95, 0.999, 280.0, 540.0),
+    ]
+    table = runs_table(folders).splitlines()
+    assert table[0] == "| task | model | recipe | seeds | error % | accuracy | mean IoU | IoU ≥ 0.5 | train s | CPU s |"
+    # By hand: error 1.5 and 1.1 -> mean 1.3; accuracy 0.987; IoU 0.94; IoU >= 0.5 99.7%; 270 s; CPU 520 s.
+    assert table[2] == ("| cluttered-60 | mnist_loc | default | 2 | 1.30 (1.10–1.50) | 0.9870 (0.9850–0.9890) | "
+                        "0.9400 (0.9300–0.9500) | 99.70% (99.50%–99.90%) | 270 (260–280) | 520 (500–540) |")
+    assert table[3] == "| translated-60 | tiny | default (epochs=1) | 1 | 50.00 | 0.5000 | 0.4000 | 30.00% | 10 | 17 |"
+    assert len(table) == 4
+    assert run_main(capsys, "table", *folders)[:2] == (0, "\n".join(table) + "\n")
+    (tmp_path / "empty").mkdir()
+    status, _, err = run_main(capsys, "table", tmp_path / "empty")
+    assert status == 1 and err.strip() == f"mnist_loc: error: {tmp_path / 'empty'} is not a run folder (no metrics.json)"
+    (tmp_path / "other" / "metrics.json").parent.mkdir()
+    (tmp_path / "other" / "metrics.json").write_text('{"accuracy": 1}')
+    status, _, err = run_main(capsys, "table", tmp_path / "other")
+    assert status == 1 and "lacks mean_iou, iou_at_50, train_seconds, train_cpu_seconds, config" in err
