@@ -52,7 +52,7 @@ def _peak_rss_mb() -> float:
 def _lab_dataset(data_dir, batch_size=64):
     import tensorflow as tf
 
-    from mnist_loc.data import load_digits
+    from mnist_loc.data import Digits
 
     def read_image_tfds(image, label):  # the lab's per-example placement
         xmin = tf.random.uniform((), 0, 48, dtype=tf.int32)
@@ -63,10 +63,11 @@ def _lab_dataset(data_dir, batch_size=64):
         box = tf.stack([x / 75, y / 75, (x + 28) / 75, (y + 28) / 75])
         return image, {"classification": tf.one_hot(label, 10), "bounding_box": box}
 
-    train = load_digits("train", data_dir).map(read_image_tfds, num_parallel_calls=16)
+    digits = Digits.find(data_dir=data_dir)
+    train = tf.data.Dataset.from_tensor_slices(digits.split("train")).map(read_image_tfds, num_parallel_calls=16)
     train = train.shuffle(5000, reshuffle_each_iteration=True).repeat()
     train = train.batch(batch_size, drop_remainder=True).prefetch(-1)
-    validation = load_digits("validation", data_dir).map(read_image_tfds, num_parallel_calls=16)
+    validation = tf.data.Dataset.from_tensor_slices(digits.split("validation")).map(read_image_tfds, num_parallel_calls=16)
     return train, validation.batch(10000)  # the lab validates on one big batch
 
 
@@ -76,9 +77,9 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
     import keras
     import tensorflow as tf
 
-    from mnist_loc.data import make_dataset
-    from mnist_loc.model import build_model, compile_model
-    from mnist_loc.training import build_for, seed_everything
+    from mnist_loc.data import Digits, make_dataset
+    from mnist_loc.model import build_model, compile_model, trunk_policy
+    from mnist_loc.training import compile_for
 
     if kind.startswith("lab"):
         batch_size = 64
@@ -90,10 +91,12 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
     else:
         config = TrainConfig(**overrides)
         batch_size = config.batch_size
-        seed_everything(config)  # exactly as train() runs: seeded, with op determinism
-        model = build_for(None, config, chunk_examples // batch_size, num_classes=10)
-        train = make_dataset("train", batch_size=batch_size, data_dir=data_dir)
-        validation = make_dataset("validation", batch_size=config.validation_batch_size, data_dir=data_dir)
+        keras.utils.set_random_seed(config.seed)  # exactly as train() runs: seeded, with op determinism
+        tf.config.experimental.enable_op_determinism()
+        model = compile_for(build_model(dtype_policy=trunk_policy(config.mixed_precision)), config, chunk_examples // batch_size)
+        digits = Digits.find(data_dir=data_dir)
+        train = make_dataset("train", digits, batch_size=batch_size)
+        validation = make_dataset("validation", digits, batch_size=config.validation_batch_size)
     if chunk_examples % batch_size:
         raise SystemExit(f"--chunk-examples {chunk_examples} is not a multiple of {kind}'s batch size {batch_size}")
     steps = chunk_examples // batch_size
@@ -116,15 +119,18 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
 
 
 def one_shot(kind: str, examples: int, data_dir) -> dict:
-    from mnist_loc.data import make_dataset
+    from mnist_loc.data import Digits, make_dataset
     from mnist_loc.evaluation import evaluate
-    from mnist_loc.training import build_for, seed_everything
+    from mnist_loc.model import build_model
 
     if kind in ("pipeline", "pipeline_harder", "lab_pipeline"):
         batch_size = 64 if kind == "lab_pipeline" else 128
         # The harder task of the testbed: digits resized 0.5-2x, ink boxes, 4 distractor fragments.
         task = "sized-cluttered" if kind == "pipeline_harder" else "course"
-        train = _lab_dataset(data_dir, batch_size)[0] if kind == "lab_pipeline" else make_dataset("train", task=task, batch_size=batch_size, data_dir=data_dir)
+        if kind == "lab_pipeline":
+            train = _lab_dataset(data_dir, batch_size)[0]
+        else:
+            train = make_dataset("train", Digits.find(task, data_dir), task=task, batch_size=batch_size)
         iterator = iter(train)
         for _ in range(WARMUP_STEPS):
             next(iterator)
@@ -135,10 +141,8 @@ def one_shot(kind: str, examples: int, data_dir) -> dict:
         seconds = time.perf_counter() - start
         return {"canvases_per_s": steps * batch_size / seconds, "peak_rss_mb": _peak_rss_mb()}
     if kind == "evaluate":
-        config = TrainConfig()
-        seed_everything(config)
-        model = build_for(None, config, 1, num_classes=10)
-        test = make_dataset("test", batch_size=500, data_dir=data_dir)
+        model = build_model()
+        test = make_dataset("test", Digits.find(data_dir=data_dir), batch_size=500)
         evaluate(model, test.take(1))  # warm-up: trace the predict function
         start = time.perf_counter()
         report = evaluate(model, test)

@@ -19,7 +19,7 @@ import resource
 import sys
 
 from mnist_loc.config import TrainConfig
-from mnist_loc.runs import run
+from mnist_loc.experiment import run
 
 
 def main(argv: list[str]) -> None:

@@ -19,9 +19,8 @@ import statistics
 
 from time_to_quality import recipe
 
-from mnist_loc.data import make_dataset
 from mnist_loc.evaluation import evaluate
-from mnist_loc.runs import run
+from mnist_loc.experiment import run
 
 COLUMNS = (
     ("accuracy", "accuracy", "{:.4f}"), ("mean_iou", "mean IoU", "{:.4f}"), ("iou_at_60", "IoU ≥ 0.6", "{:.2%}"),
@@ -32,8 +31,7 @@ COLUMNS = (
 def one_run(config, split: str, data_dir=None) -> dict:
     done = run(config, split=split, data_dir=data_dir)
     plain = done.report
-    canvases = make_dataset(split, task=config.task, batch_size=500, seed=0, digits=done.digits)
-    tta = evaluate(done.model, canvases, tta=True)
+    tta = evaluate(done.model, done.digits, task=config.task, split=split, tta=True)
     return {
         "accuracy": plain["accuracy"], "mean_iou": plain["mean_iou"], "iou_at_60": plain["iou_at_60"],
         "tta_accuracy": tta["accuracy"], "tta_mean_iou": tta["mean_iou"], "train_seconds": done.train_seconds,

@@ -36,7 +36,7 @@ import sys
 import tempfile
 import time
 
-from mnist_loc.config import TrainConfig  # TensorFlow-free
+from mnist_loc.config import TrainConfig, preset  # TensorFlow-free
 
 THRESHOLDS = {
     "L": {"accuracy": 0.982, "iou_at_60": 0.923},
@@ -53,11 +53,12 @@ def worker(config: TrainConfig, chunk_examples: int, data_dir) -> None:
     """Train ``config``, pausing after every chunk for a line on stdin; print one JSON line per turn."""
     import keras
 
-    from mnist_loc.data import make_dataset
+    from mnist_loc.data import Digits, make_dataset
     from mnist_loc.evaluation import evaluate
-    from mnist_loc.runs import run
+    from mnist_loc.experiment import run
 
-    validation = make_dataset("validation", task=config.task, batch_size=500, seed=0, data_dir=data_dir)
+    digits = Digits.find(config.task, data_dir)
+    validation = make_dataset("validation", digits, task=config.task, batch_size=500, seed=0)
 
     def score(model) -> dict:
         weights = model.trainable_variables
@@ -108,7 +109,7 @@ def worker(config: TrainConfig, chunk_examples: int, data_dir) -> None:
             self.pause()  # fit() has already copied the weight average into the model
 
     turns = Turns()
-    done = run(config, split="validation", data_dir=data_dir, callbacks=[turns])  # the final model scored once, by run()
+    done = run(config, split="validation", digits=digits, callbacks=[turns])  # the final model scored once, by run()
     final = {k: done.report[k] for k in ("accuracy", "mean_iou", "iou_at_60")}
     turns.report(done.model, final, done=True, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -200,7 +201,7 @@ def recipe(spec: str, seed: int) -> tuple:
     """``"fast"`` (a preset) or ``"NAME={json overrides of TrainConfig}"``."""
     name, _, overrides = spec.partition("=")
     if not overrides:
-        return name, TrainConfig.preset(name, seed=seed)
+        return name, preset(name, seed=seed)
     return name, TrainConfig(**{"seed": seed, **json.loads(overrides)})
 
 

@@ -116,6 +116,16 @@ def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: b
     return built
 
 
+def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """Compile ``model`` in place with ``config``'s recipe (optimizer, schedule, losses, label
+    smoothing, weight averaging, steps per call; one under a ``tf.distribute`` strategy)."""
+    return compile_model(
+        model, learning_rate=learning_rate_schedule(config, steps_per_epoch), box_loss=config.box_loss,
+        box_loss_weight=config.box_loss_weight, label_smoothing=config.label_smoothing, ema_momentum=config.ema_momentum,
+        steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
+    )
+
+
 class _Recorder(keras.callbacks.Callback):
     """Collect each finite epoch's logs into ``history`` and the fit time; with ``backup_dir``,
     back the epoch up. A non-finite epoch (TerminateOnNaN stopped it) marks ``diverged_in``."""
@@ -200,11 +210,7 @@ def train(
         with strategy.scope():
             model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision)
             check_model_outputs(model, config.task.canvas_size, digits.num_classes)
-            compile_model(
-                model, learning_rate=learning_rate_schedule(config, steps), box_loss=config.box_loss,
-                box_loss_weight=config.box_loss_weight, label_smoothing=config.label_smoothing, ema_momentum=config.ema_momentum,
-                steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps),
-            )
+            compile_for(model, config, steps)
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))
         train_ds = make_dataset("train", digits, task=config.task, batch_size=config.batch_size, seed=config.seed, first_step=start_epoch * steps)
         val_ds = make_dataset("validation", digits, task=config.task, batch_size=config.validation_batch_size, seed=config.seed)

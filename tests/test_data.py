@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from mnist_loc.data import Digits, _canvas_batches, canvases_at, make_dataset
 from mnist_loc.placement import draw_layout, stream_key
-from mnist_loc.task import TASKS, Task, get_task
+from mnist_loc.task import TASKS, get_task
 from conftest import fake_digits, synthetic_digits
 
 S = 75
