@@ -74,13 +74,3 @@ def iou(pred_boxes, true_boxes):
         raise ValueError(f"pred_boxes {pred.shape} and true_boxes {true.shape} must have the same shape")
     result = iou_tensor(pred, true, np)
     return float(result) if result.ndim == 0 else result
-
-
-def to_pixels(boxes, canvas_size: int) -> np.ndarray:
-    """Normalized ``[xmin, ymin, xmax, ymax]`` boxes to pixel edges (multiply by S)."""
-    return check_boxes(boxes) * float(canvas_size)
-
-
-def to_normalized(boxes, canvas_size: int) -> np.ndarray:
-    """Pixel-edge ``[xmin, ymin, xmax, ymax]`` boxes to canvas-normalized ones (divide by S)."""
-    return check_boxes(boxes) / float(canvas_size)

@@ -22,25 +22,22 @@ class _Parser(argparse.ArgumentParser):
 
 def _int_at_least(minimum):
     def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
+        if not text.strip().lstrip("+-").isdigit():
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        if int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {int(text)}")
+        return int(text)
 
     return parse
 
 
 def _positive_float(text):
     try:
-        value = float(text)
+        if 0 < float(text) < float("inf"):
+            return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
-    return value
+    raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
 
 
 def _data_dir(text):
@@ -312,18 +309,6 @@ def _cmd_predict(args) -> int:
     return 0
 
 
-class Stopped(BaseException):
-    """Raised in the main thread when SIGTERM arrives (schedulers, ``timeout``, ``docker stop``).
-
-    A BaseException, like KeyboardInterrupt, so no ``except Exception`` swallows it; every
-    file write is atomic, so unwinding from anywhere leaves complete files only.
-    """
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped()
-
-
 def _resume_hint(args) -> str:
     """What a stopped command left, and how to go on: for train, the backup's last epoch."""
     if args.command != "train":
@@ -340,8 +325,7 @@ def _resume_hint(args) -> str:
 
 
 def main(argv=None) -> int:
-    """Run one command in this process; returns the exit status (in-process signals:
-    SIGTERM and Ctrl-C unwind with one line, 143 / 130)."""
+    """Run one command in this process; returns the exit status (Ctrl-C unwinds with one line, 130)."""
     return _main(build_parser().parse_args(argv))
 
 
@@ -373,22 +357,20 @@ def program() -> None:
 def _main(args) -> int:
     from .safe_writes import FolderInUse, WriteError, output_lock
 
-    previous_handler = signal.signal(signal.SIGTERM, _raise_stopped)
     try:
         # Claim --out before the slow imports, so a second run on it is refused at once.
         with output_lock(args.out) if args.command == "train" else contextlib.nullcontext():
             return _run(args)
-    except Stopped:
-        print(f"mnist_loc: stopped by SIGTERM{_resume_hint(args)}", file=sys.stderr)
-        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"mnist_loc: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 128 + signal.SIGINT
     except (FolderInUse, WriteError) as error:
-        print(f"mnist_loc: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return RUN_ERROR
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        return _error(error)
+
+
+def _error(error) -> int:
+    print(f"mnist_loc: error: {' '.join(str(error).split())}", file=sys.stderr)
+    return RUN_ERROR
 
 
 def _run(args) -> int:
@@ -396,8 +378,7 @@ def _run(args) -> int:
         try:
             return _cmd_table(args)
         except ValueError as error:
-            print(f"mnist_loc: error: {' '.join(str(error).split())}", file=sys.stderr)
-            return RUN_ERROR
+            return _error(error)
     import_tensorflow_quietly()
     from .artifacts import ModelFileError
     from .tfds_source import DataNotFoundError
@@ -410,6 +391,4 @@ def _run(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return RUN_ERROR
     except (ModelFileError, DataNotFoundError, TrainingDiverged, FileNotFoundError, ValueError, TypeError) as error:
-        message = " ".join(str(error).split())
-        print(f"mnist_loc: error: {message}", file=sys.stderr)
-        return RUN_ERROR
+        return _error(error)

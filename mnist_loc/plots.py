@@ -54,26 +54,32 @@ def plot_canvases(
     images = np.asarray(images)
     images = images[..., 0] if images.ndim == 4 else images
     n = len(images)
-    canvas_size = images.shape[1]
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
     fig = Figure(figsize=(1.6 * ncols, 1.9 * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
-        ax.set_xticks([])
-        ax.set_yticks([])
         if i >= n:
             ax.set_axis_off()
             continue
-        ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0)
-        if true_boxes is not None:
-            draw_box(ax, true_boxes[i], canvas_size, TRUE_COLOR)
-        if pred_boxes is not None:
-            draw_box(ax, pred_boxes[i], canvas_size, PRED_COLOR)
+        _show(ax, images[i], None, true_boxes, pred_boxes, i)
         _caption(ax, i, true_labels, pred_labels, ious, iou_threshold)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _show(ax, image, heat, true_boxes, pred_boxes, i) -> None:
+    """One canvas on ``ax``, without ticks: a heatmap ``(map, alpha)`` over it if given, then
+    box ``i`` of ``true_boxes`` (green) and of ``pred_boxes`` (red) where given."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+    if heat is not None:
+        ax.imshow(heat[0], cmap="inferno", vmin=0.0, vmax=1.0, alpha=heat[1])
+    for boxes, color in ((true_boxes, TRUE_COLOR), (pred_boxes, PRED_COLOR)):
+        if boxes is not None:
+            draw_box(ax, boxes[i], image.shape[0], color)
 
 
 def _caption(ax, i, true_labels, pred_labels, ious, iou_threshold: float = 0.6) -> None:
@@ -210,7 +216,7 @@ def plot_heatmaps(
     images = np.asarray(images)
     images = images[..., 0] if images.ndim == 4 else images
     maps = dict(maps) if isinstance(maps, dict) else {"heatmap": maps}
-    n, canvas_size = len(images), images.shape[1]
+    n = len(images)
     for name, heat in maps.items():
         if np.shape(heat) != images.shape:
             raise ValueError(f"maps[{name!r}] has shape {np.shape(heat)}, the canvases {images.shape}")
@@ -219,16 +225,7 @@ def plot_heatmaps(
     axes = fig.subplots(rows, n, squeeze=False)
     for row, (name, heat) in enumerate([("canvas", None), *maps.items()]):
         for i in range(n):
-            ax = axes[row, i]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.imshow(images[i], cmap="gray", vmin=0.0, vmax=1.0)
-            if heat is not None:
-                ax.imshow(np.asarray(heat[i]), cmap="inferno", vmin=0.0, vmax=1.0, alpha=alpha)
-            if true_boxes is not None:
-                draw_box(ax, true_boxes[i], canvas_size, TRUE_COLOR)
-            if pred_boxes is not None:
-                draw_box(ax, pred_boxes[i], canvas_size, PRED_COLOR)
+            _show(axes[row, i], images[i], None if heat is None else (np.asarray(heat[i]), alpha), true_boxes, pred_boxes, i)
         label = HEAD_TITLES.get(name, name)
         axes[row, 0].set_ylabel(label if len(label) < 16 else label.replace(" to ", "\nto "), fontsize=8)
     for i in range(n):
