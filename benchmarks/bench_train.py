@@ -18,7 +18,7 @@ the host throttles the VM, since a throttled process waits without using CPU.
 
 The lab's recipe is re-implemented here as the baseline, as published: per-example
 ``tf.image.pad_to_bounding_box`` in a ``map`` (16 parallel calls), ``shuffle(5000)``,
-batch 64, the seed model compiled with ``compile_model()``'s defaults (Adam 1e-3,
+batch 64, the course model compiled with ``compile_model()``'s defaults (Adam 1e-3,
 CCE + MSE 1:1) in float32, and the whole validation set as one batch. mnist_loc runs
 as ``train()`` does: seeded, with TensorFlow op determinism on. A third process, the
 lab recipe with only op determinism added, shows how much of the gap that flag makes.

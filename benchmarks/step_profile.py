@@ -1,4 +1,4 @@
-"""Where a training step of the seed model spends its time on this CPU (a diagnostic).
+"""Where a training step of the course model spends its time on this CPU (a diagnostic).
 
     python benchmarks/step_profile.py [--rounds 10] [--batch-size 128]
 
@@ -7,7 +7,7 @@
    its gradient. (TensorFlow's profiler shows grappler fusing each convolution with its
    bias add and ReLU into one oneDNN op, and the bias gradient into the filter gradient,
    so those have no cost of their own.)
-2. The training step (``fit``, Adam, CCE + MSE, mixed_bfloat16 trunk) of the seed model
+2. The training step (``fit``, Adam, CCE + MSE, mixed_bfloat16 trunk) of the course model
    against the same network without the ReLUs of its three convolutions. The second is *not* a model we would
    train; it only locates the cost. The two alternate in one process, so they see the
    same machine; each round reports wall and CPU milliseconds per step.
@@ -71,7 +71,7 @@ def step_ablation(batch_size: int, rounds: int, steps: int = 25) -> dict:
         return keras.Model(inputs, {"classification": layers.Dense(10, activation="softmax", name="classification")(x),
                                     "bounding_box": layers.Dense(4, name="bounding_box")(x)})
 
-    models = {"seed model": build_model(dtype_policy="mixed_bfloat16"), "no conv ReLUs": without_conv_relus()}
+    models = {"course model": build_model(dtype_policy="mixed_bfloat16"), "no conv ReLUs": without_conv_relus()}
     images = tf.random.stateless_uniform((batch_size, 75, 75, 1), seed=(0, 3))
     targets = {"classification": tf.one_hot(tf.range(batch_size) % 10, 10), "bounding_box": tf.fill((batch_size, 4), 0.5)}
     data = tf.data.Dataset.from_tensors((images, targets)).repeat()
@@ -99,11 +99,11 @@ def main() -> None:
         print(f"  {name:<24} {ms:6.2f}")
     result = step_ablation(args.batch_size, args.rounds)
     print(f"training step, batch {args.batch_size}, median of {args.rounds} rounds (ms per step):")
-    base = "seed model"
+    base = "course model"
     for name in result["wall"]:
         wall, cpu = result["wall"][name], result["cpu"][name]
         print(f"  {name:<14} wall {statistics.median(wall):6.1f}  CPU {statistics.median(cpu):6.1f}"
-              f"  (CPU / seed model's, median of rounds: "
+              f"  (CPU / course model's, median of rounds: "
               f"{statistics.median(c / b for c, b in zip(cpu, result['cpu'][base])):.2f})")
 
 
