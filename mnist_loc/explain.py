@@ -68,7 +68,11 @@ def find_layer(model: keras.Model, layer=None) -> keras.layers.Layer:
 
 
 def _run_catching(model, layer, images):
-    """``model(images)`` and what ``layer`` returned during that call."""
+    """``model(images)`` and what ``layer`` returned during that call.
+
+    Caught while the model runs, not asked of a functional sub-model (``keras.Model(inputs,
+    layer.output)``, keras-io's Grad-CAM): a subclassed model has no symbolic layer outputs,
+    and one way serves both kinds."""
     caught = []
     original = layer.call
 

@@ -37,14 +37,8 @@ class DataNotFoundError(FileNotFoundError):
 def search_dirs(data_dir=None) -> list[str]:
     """The folders searched for a prepared dataset, in order: ``data_dir``,
     ``$TFDS_DATA_DIR``, ``~/tensorflow_datasets`` (unset ones skipped, duplicates once)."""
-    candidates = [data_dir, os.environ.get("TFDS_DATA_DIR"), "~/tensorflow_datasets"]
-    folders = []
-    for folder in candidates:
-        if folder:
-            folder = os.path.abspath(os.path.expanduser(os.fspath(folder)))
-            if folder not in folders:
-                folders.append(folder)
-    return folders
+    candidates = (data_dir, os.environ.get("TFDS_DATA_DIR"), "~/tensorflow_datasets")
+    return list(dict.fromkeys(os.path.abspath(os.path.expanduser(os.fspath(f))) for f in candidates if f))
 
 
 def _builder(name: str, folder: str):
