@@ -182,7 +182,8 @@ def read_metrics(folder) -> dict:
         raise ValueError(f"{folder} is not a run folder (no metrics.json)") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is unreadable ({' '.join(str(error).split())})") from None
-    missing = [k for k in ("accuracy", "mean_iou", "iou_at_50", "train_seconds", "train_cpu_seconds", "config") if k not in metrics]
+    scores = ("ap", "ap50", "count_accuracy", "fully_right") if "ap" in metrics else ("accuracy", "mean_iou", "iou_at_50")
+    missing = [k for k in (*scores, "train_seconds", "train_cpu_seconds", "config") if k not in metrics]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not written by mnist_loc's run()")
     return metrics

@@ -139,7 +139,6 @@ def _cmd_train(args) -> int:
     import tensorflow as tf
 
     from .data import Digits
-    from .evaluation import format_report
     from .experiment import run
 
     config = train_config(args)
@@ -156,7 +155,7 @@ def _cmd_train(args) -> int:
     report = result.report
     title = (f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); "
              f"train {result.train_seconds:.1f} s (CPU {result.train_cpu_seconds:.0f} s)")
-    print(format_report(report, title, class_names=None if config.task.dataset == "mnist" else digits.class_names))
+    print(_format(report, title, None if config.task.dataset == "mnist" else digits.class_names))
     print(f"wrote {args.out}/model.keras, task.json, metrics.json, history.csv, predictions.png")
     return 0
 
@@ -171,7 +170,7 @@ def _cmd_table(args) -> int:
 def _cmd_evaluate(args) -> int:
     from . import artifacts
     from .data import Digits
-    from .evaluation import evaluate, format_report
+    from .evaluation import evaluate
     from .safe_writes import write_json
 
     model = artifacts.load_model(args.model)
@@ -179,11 +178,19 @@ def _cmd_evaluate(args) -> int:
     digits = Digits.find(task, args.data_dir, download=args.download)
     report = {**evaluate(model, digits, task=task, split=args.split, seed=args.seed, tta=args.tta), "split": args.split}
     title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {task.describe()})"
-    print(format_report(report, title, class_names=None if task.dataset == "mnist" else names))
+    print(_format(report, title, None if task.dataset == "mnist" else names))
     if args.json:
         write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
+
+
+def _format(report, title, class_names):
+    """A single-digit report or a detection report (it has ``ap``), as lines."""
+    from .detection_eval import format_detection_report
+    from .evaluation import format_report
+
+    return (format_detection_report if "ap" in report else format_report)(report, title, class_names=class_names)
 
 
 def _saved_task(model_path, model):
@@ -286,6 +293,8 @@ def _cmd_predict(args) -> int:
     size = task.canvas_size
     images = np.stack([read_image(path, size)[0] for path in args.images])
     pred = predict(model, images, tta=args.tta, canvas_size=size)
+    if "counts" in pred:
+        return _print_detections(args, images, pred, size, names if task.dataset != "mnist" else None)
     for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
         pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
         what = f"digit {label}" if task.dataset == "mnist" else f"class {names[label] if names else label}"
@@ -306,6 +315,34 @@ def _cmd_predict(args) -> int:
         with atomic_path(args.explain) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
         print(f"wrote {args.explain}")
+    return 0
+
+
+def _print_detections(args, images, pred, size, names) -> int:
+    """``predict``'s lines and drawing for a model with the detector's outputs."""
+    import numpy as np
+
+    from .plots import plot_detections
+    from .safe_writes import atomic_path
+
+    if args.explain:
+        raise ValueError("--explain draws the two-headed model's Grad-CAM; this model is a detector")
+    for i, path in enumerate(args.images):
+        count = int(pred["counts"][i])
+        found = [
+            f"{names[label] if names else label} ({score:.3f}) [{', '.join(f'{v:.1f}' for v in box * size)}] px"
+            for label, score, box in zip(pred["labels"][i][:count], pred["scores"][i][:count], pred["boxes"][i][:count])
+        ]
+        print(f"{path}: {count} digit{'s' if count != 1 else ''}" + (": " + "; ".join(found) if found else ""))
+    if args.draw:
+        shown = {k: np.asarray(pred[k]) for k in ("boxes", "labels", "scores")}
+        keep = np.arange(shown["scores"].shape[1])[None, :] < np.asarray(pred["counts"])[:, None]
+        shown["labels"] = np.where(keep, shown["labels"], -1)
+        fig = plot_detections(images[..., None], None, None, shown, 0.0, class_names=names,
+                              captions=[f"{int(c)} found" for c in pred["counts"]])
+        with atomic_path(args.draw) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        print(f"wrote {args.draw}")
     return 0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from .placement import assemble, draw_layout, stream_key
+from .placement import assemble, draw_layout, draw_scenes, scene_counts, stream_key
 from .task import DIGIT_SIZE, Task, check_positive_int, get_task
 from .tfds_source import SPLITS
 
@@ -142,6 +142,35 @@ def _canvas_batches(images, labels, num_classes, task, batch_size, seed, split_c
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _scene_batches(images, labels, task, batch_size, seed, split_code, training, first_step=0,
+                   num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
+    """:func:`_canvas_batches` for a detection task: canvases of several digits (:func:`~mnist_loc.placement.draw_scenes`)."""
+    num_canvases = task.canvases[split_code - 1]
+    digits, digit_labels = tf.constant(images), tf.constant(labels)
+
+    @tf.autograph.experimental.do_not_convert
+    def to_scenes(indices, counts, key):
+        canvases, found, boxes = draw_scenes(digits, digit_labels, indices, counts, key, task, num_canvases)
+        return canvases, {"labels": found, "boxes": boxes}
+
+    def one_pass(pass_index):  # canvases are independent draws: no shuffle needed
+        key = stream_key(seed, split_code, pass_index)
+        counts = scene_counts(num_canvases, tf.random.experimental.stateless_fold_in(key, 0), task)
+        batches = tf.data.Dataset.from_tensor_slices((tf.range(num_canvases), counts)).batch(batch_size, drop_remainder=training)
+        return batches.map(lambda indices, counts: (indices, counts, key))
+
+    if not training:
+        ds = one_pass(tf.constant(0, tf.int64))
+    else:
+        steps_per_pass = num_canvases // batch_size
+        if steps_per_pass == 0:
+            raise ValueError(f"batch_size {batch_size} is larger than the {num_canvases} training canvases of a pass")
+        first_pass = first_step // steps_per_pass
+        ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(first_step - first_pass * steps_per_pass)
+    ds = ds.map(to_scenes, num_parallel_calls=num_parallel_calls, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64, seed: int = 0, training=None,
                  first_step: int = 0) -> tf.data.Dataset:
     """Batches of a task's canvases drawn from ``digits``' ``split``, with class and box targets.
@@ -161,10 +190,19 @@ def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64,
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``: images float32 ``[B, S, S, 1]`` in [0, 1];
       targets ``{"classification": float32 one-hot [B, C], "bounding_box": float32 [B, 4]}``.
+      For a detection task (``task.detection``) a pass holds ``task.canvases`` canvases and
+      targets are ``{"labels": int32 [B, K] (-1: no digit), "boxes": float32 [B, K, 4]}``,
+      padded to ``K = task.max_count``, digits in drawing order; ``train()`` packs them into
+      the detector's one target (:func:`mnist_loc.detector.pack_targets`).
     """
     task = get_task(task)
     digits.check(task)
     images, labels = digits.split(split)
+    if task.canvases:
+        return _scene_batches(
+            images, labels, task, check_positive_int(batch_size, "batch_size"), int(seed), _SPLIT_CODES[split],
+            split == "train" if training is None else bool(training), check_positive_int(first_step, "first_step", minimum=0),
+        )
     return _canvas_batches(
         images, labels, digits.num_classes, task, check_positive_int(batch_size, "batch_size"), int(seed),
         _SPLIT_CODES[split], split == "train" if training is None else bool(training),
@@ -176,14 +214,22 @@ def canvases_at(split: str, indices, *, digits: Digits, task=None, seed: int = 0
     """The fixed evaluation canvases of ``split`` at ``indices``, without drawing the rest:
     example ``indices[i]`` of ``make_dataset(split, digits, task=task, seed=seed, training=False)``.
 
-    Returns ``(images float32 [K, S, S, 1], labels int64 [K], boxes float32 [K, 4])``.
+    Returns ``(images float32 [N, S, S, 1], labels int64 [N], boxes float32 [N, 4])``; for a
+    detection task ``(images, labels int64 [N, K] with -1 where there is no digit, boxes
+    float32 [N, K, 4])``, padded to ``K = task.max_count``, digits in drawing order.
     """
     task = get_task(task)
     digits.check(task)
     images, labels = digits.split(split)
+    count = task.canvases[_SPLIT_CODES[split] - 1] if task.canvases else len(images)
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    if indices.size and (indices.min() < 0 or indices.max() >= len(images)):
-        raise ValueError(f"indices must lie in [0, {len(images)}) for split {split!r}")
+    if indices.size and (indices.min() < 0 or indices.max() >= count):
+        raise ValueError(f"indices must lie in [0, {count}) for split {split!r}")
+    if task.canvases:
+        key = stream_key(int(seed), _SPLIT_CODES[split], 0)
+        counts = tf.gather(scene_counts(count, tf.random.experimental.stateless_fold_in(key, 0), task), indices)
+        canvases, found, boxes = draw_scenes(images, labels, tf.constant(indices, tf.int32), counts, key, task, count)
+        return canvases.numpy(), found.numpy().astype(np.int64), boxes.numpy()
     layout = draw_layout(len(images), stream_key(int(seed), _SPLIT_CODES[split], 0), task)
     layout = tf.nest.map_structure(lambda t: tf.gather(t, indices), layout)
     canvases, boxes = assemble(images, tf.constant(indices, tf.int32), layout, task)

@@ -156,8 +156,20 @@ def model_canvases(model: keras.Model, images, canvas_size: int | None = None) -
     return check_images(images, int(size))
 
 
+def is_detector(model: keras.Model, canvas_size: int) -> bool:
+    """Whether ``model`` has the detector's outputs ``{"detections": ...}`` (:mod:`mnist_loc.detector`)."""
+    outputs = model(np.zeros((1, canvas_size, canvas_size, 1), np.float32), training=False)
+    return isinstance(outputs, dict) and "detections" in outputs
+
+
 def predict(model: keras.Model, images, batch_size: int = 500, *, tta: bool = False, canvas_size: int | None = None) -> dict:
     """Run any model with the two outputs on canvases (see :func:`check_images` for accepted forms).
+
+    A model with the detector's outputs answers several digits per canvas instead:
+    ``{"boxes": float32 [N, M, 4], "labels": int32 [N, M] (-1 where nothing), "scores":
+    float32 [N, M] (sorted, highest first), "counts": int64 [N]}``, ``counts`` the detections
+    scoring at least the count threshold saved in the model (see
+    :func:`mnist_loc.detection_eval.predict_detections`).
 
     ``canvas_size``: the side the images must have (default: what the model declares,
     else the images' own). Returns ``{"labels": int64 [N], "confidence": float32 [N],
@@ -166,6 +178,12 @@ def predict(model: keras.Model, images, batch_size: int = 500, *, tta: bool = Fa
     (:data:`TTA_SHIFTS`).
     """
     canvases = model_canvases(model, images, canvas_size)
+    if is_detector(model, canvases.shape[1]):
+        from .detection_eval import predict_detections
+
+        if tta:
+            raise ValueError("test-time augmentation is for the two-headed models, not the detector")
+        return predict_detections(model, canvases, batch_size)
     forward = _forward(model, tta)
     parts = [forward(canvases[i: i + batch_size]) for i in range(0, len(canvases), batch_size)]
     outputs = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in ("classification", "bounding_box")}
@@ -267,13 +285,32 @@ def evaluate(model: keras.Model, data, *, task=None, split: str = "test", seed: 
     "medium" | "large": {"count", "accuracy", "mean_iou", "iou_at_50", "iou_at_75"}}``
     by the true box's area in canvas pixels (see ``SIZE_BUCKETS``); ``tta`` (None, or
     what test-time augmentation was used) and ``eval_seconds`` (wall time of the predictions).
+
+    The detector (a model with its outputs) on a task with several digits is scored by
+    :func:`mnist_loc.detection_eval.evaluate_detections` (COCO AP, counting); on a
+    single-digit task by its best detection, as above.
     """
     dataset = make_dataset(split, data, task=task, batch_size=500, seed=seed, training=False) if isinstance(data, Digits) else data
-    canvas_size = check_dataset(dataset, model_canvas_size(model))
-    start = time.perf_counter()
-    p = predict_dataset(model, dataset, tta=tta)
+    spec = dataset.element_spec
+    several = isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict) and "labels" in spec[1]
+    canvas_size = spec[0].shape[1] if several else check_dataset(dataset, model_canvas_size(model))
+    if is_detector(model, canvas_size):
+        from .detection_eval import evaluate_detections, top_detection
+
+        if tta:
+            raise ValueError("test-time augmentation is for the two-headed models, not the detector")
+        if several:
+            return evaluate_detections(model, dataset, task=task, return_predictions=return_predictions)
+        start = time.perf_counter()
+        p = top_detection(model, dataset)
+    elif several:
+        raise ValueError("a task with several digits per canvas needs a model with the detector's outputs "
+                         "({'detections': ...}, mnist_loc.detector); this model answers one digit per canvas")
+    else:
+        start = time.perf_counter()
+        p = predict_dataset(model, dataset, tta=tta)
     seconds = time.perf_counter() - start
-    num_classes = p["probabilities"].shape[-1]
+    num_classes = p["probabilities"].shape[-1] if "probabilities" in p else p["num_classes"]
     result = report(p["true_labels"], p["labels"], p["true_boxes"], p["boxes"], num_classes=num_classes, canvas_size=canvas_size)
     result = {**result, "tta": TTA_DESCRIPTION if tta else None, "eval_seconds": seconds}
     return (result, p) if return_predictions else result

@@ -16,6 +16,8 @@ from . import __version__, artifacts
 from .boxes import iou
 from .config import TrainConfig
 from .data import Digits, canvases_at
+from .detection_eval import choose_count_threshold, evaluate_detections
+from .detector import set_count_threshold
 from .evaluation import TEST_SEED, evaluate
 from .safe_writes import output_lock
 from .training import EpochProgress, check_model_outputs, model_to_train, remove_backup, train
@@ -78,8 +80,8 @@ def run(
     with output_lock(out_dir) if out_dir else contextlib.nullcontext():
         finished = None
         if reuse and out_dir:
-            wanted = model_to_train(model, task.canvas_size, num_classes, config.mixed_precision)
-            check_model_outputs(wanted, task.canvas_size, num_classes)  # also builds a subclassed model
+            wanted = model_to_train(model, task.canvas_size, num_classes, config.mixed_precision, task.detection)
+            check_model_outputs(wanted, task.canvas_size, num_classes, task.detection)  # also builds a subclassed model
             finished = artifacts.finished_run(out_dir, config.to_dict(), artifacts.describe_model(wanted), split, tta)
         if finished:
             trained = artifacts.load_model(os.path.join(out_dir, "model.keras"))
@@ -95,7 +97,11 @@ def run(
             )
             trained, history, resumed_from = result.model, result.history, result.resumed_from_epoch
             seconds = (result.train_seconds, result.train_cpu_seconds)
-        report, predictions = evaluate(trained, digits, task=task, split=split, tta=tta, return_predictions=True)
+        if task.detection:
+            threshold = finished["count_threshold"] if finished else _count_threshold(trained, digits, task)
+            report, predictions = evaluate_detections(trained, digits, task=task, split=split, threshold=threshold, return_predictions=True)
+        else:
+            report, predictions = evaluate(trained, digits, task=task, split=split, tta=tta, return_predictions=True)
         report = {**report, "split": split, "placement_seed": TEST_SEED}
         metrics = finished or {
             **report, "train_seconds": float(seconds[0]), "train_cpu_seconds": float(seconds[1]), "config": config.to_dict(),
@@ -103,7 +109,7 @@ def run(
             "recipe": config.recipe_label(), "task_name": task.name, "versions": _versions(),
         }
         if finished:
-            for key in ("accuracy", "mean_iou"):
+            for key in ("ap", "count_accuracy") if task.detection else ("accuracy", "mean_iou"):
                 if abs(report[key] - finished[key]) > 1e-4:
                     print(f"note: {out_dir} re-scored {key} {report[key]:.4f} here, {finished[key]:.4f} when it was "
                           "trained (another machine's rounding)")
@@ -113,6 +119,14 @@ def run(
             remove_backup(backup_dir)
     return RunResult(trained, config, report, predictions, history, seconds[0], seconds[1], metrics, digits,
                      os.fspath(out_dir) if out_dir else None, resumed_from, bool(finished))
+
+
+def _count_threshold(model, digits, task) -> float:
+    """The count threshold chosen on the validation canvases, saved in the model when it can hold it."""
+    _, validation = evaluate_detections(model, digits, task=task, split="validation", threshold=0.5, return_predictions=True)
+    threshold = choose_count_threshold(validation["scores"], validation["true_labels"])
+    set_count_threshold(model, threshold)
+    return threshold
 
 
 def _versions() -> dict:
@@ -126,6 +140,11 @@ def _picture(task, digits, predictions, split):
     from .plots import plot_canvases
 
     first = slice(0, PICTURED)
+    if task.detection:
+        from .plots import plot_detections
+
+        return plot_detections(predictions["images"][first], predictions["true_labels"][first], predictions["true_boxes"][first],
+                               {k: predictions[k][first] for k in ("boxes", "labels", "scores")}, predictions["threshold"])
     images, labels, boxes = canvases_at(split, range(PICTURED), task=task, seed=TEST_SEED, digits=digits)
     return plot_canvases(
         images, boxes, predictions["boxes"][first], true_labels=labels, pred_labels=predictions["labels"][first],

@@ -218,3 +218,73 @@ def assemble(digits, indices, layout, task: Task):
             layout["crops"], layout["positions"], task.canvas_size, task.clutter_size, task.clutter_overlap,
         )
     return canvases, boxes
+
+
+AIR_SCALE = (1.3, 0.1)  # mean and standard deviation of AIR's digit scale s: a digit is int(28 / s) px
+MAX_REDRAWS = 200  # a canvas drawn again this often is a bug, not bad luck (p ~ 0.3 per redraw)
+
+
+def scene_counts(num_canvases: int, key, task: Task):
+    """int32 ``[N]``: how many digits each canvas of a pass holds, uniform in ``task.count``."""
+    lo, hi = task.count
+    return tf.random.stateless_uniform([num_canvases], seed=key, minval=lo, maxval=hi + 1, dtype=tf.int32)
+
+
+def scene_attempt(num_canvases: int, num_digits: int, key, task: Task) -> dict:
+    """One drawing of every canvas of a pass by AIR's rules (:mod:`mnist_loc.task`), row ``i``
+    for canvas ``i``: int32 ``sources [N, K]`` (digits of the split, uniform with replacement),
+    ``sizes [N, K]`` (``int(28 / s)``, ``s ~ Normal(1.3, 0.1)``, kept in ``1 .. S - 1`` so an
+    offset exists) and ``offsets [N, K, 2]`` (``(x, y)``, each uniform in ``0 .. S - w - 1``:
+    the generator's ``randint(0, S - w)`` never reaches the last position)."""
+    fold = tf.random.experimental.stateless_fold_in
+    shape, size = [num_canvases, task.max_count], task.canvas_size
+    sources = tf.random.stateless_uniform(shape, seed=fold(key, 1), maxval=num_digits, dtype=tf.int32)
+    mean, spread = AIR_SCALE
+    scale = mean + spread * tf.random.stateless_normal(shape, seed=fold(key, 2))
+    sizes = tf.clip_by_value(tf.cast(tf.math.floor(DIGIT_SIZE / tf.maximum(scale, 1e-3)), tf.int32), 1, size - 1)
+    room = tf.cast(size - sizes, tf.float32)[..., None]  # positions 0 .. S - w - 1
+    unit = tf.random.stateless_uniform([*shape, 2], seed=fold(key, 3))
+    offsets = tf.minimum(tf.cast(tf.floor(unit * room), tf.int32), size - sizes[..., None] - 1)
+    return {"sources": sources, "sizes": sizes, "offsets": offsets}
+
+
+def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: int):
+    """Canvases ``indices`` of one pass by AIR's rules, each redrawn until no pixel overflows.
+
+    ``digits`` uint8 ``[D, 28, 28, 1]`` and ``labels`` int ``[D]``: the split; ``counts``
+    int32 ``[B]``: the canvases' rows of :func:`scene_counts`; ``key``: the pass's key. Try
+    ``t`` of canvas ``i`` uses row ``i`` of ``scene_attempt(..., fold_in(key, 100 + t))``, so
+    a canvas depends only on its index, the pass and the task, whatever batch it is in.
+
+    Returns ``(canvases float32 [B, S, S, 1], labels int32 [B, K], boxes float32 [B, K, 4])``,
+    digits in drawing order, label -1 and box 0 where a canvas holds fewer than ``K``; boxes
+    are each digit's own tight ink box ``[xmin, ymin, xmax, ymax]`` normalized to the canvas.
+    """
+    size, k = task.canvas_size, task.max_count
+    batch = tf.shape(indices)[0]
+    present = tf.range(k)[None, :] < counts[:, None]  # [B, K]
+    digit_labels = tf.cast(labels, tf.int32)
+
+    def attempt(t):
+        layout = scene_attempt(num_canvases, len(digits), tf.random.experimental.stateless_fold_in(key, 100 + t), task)
+        layout = {name: tf.gather(value, indices) for name, value in layout.items()}
+        flat = lambda v: tf.reshape(v, [-1, *v.shape[2:]])  # noqa: E731  [B, K, ...] -> [B K, ...]
+        pasted, boxes = _paste(tf.gather(digits, flat(layout["sources"])), flat(layout["offsets"]), flat(layout["sizes"]), size, "ink")
+        pasted = tf.reshape(pasted, [batch, k, size, size]) * tf.cast(present, tf.float32)[..., None, None]
+        canvas = tf.reduce_sum(pasted, axis=1)
+        fits = tf.reduce_max(canvas, axis=[1, 2]) <= 1.0 + 1e-6  # no pixel above 255
+        found = tf.where(present, tf.gather(digit_labels, layout["sources"]), -1)
+        return canvas, found, tf.where(present[..., None], tf.reshape(boxes, [batch, k, 4]), 0.0), fits
+
+    def step(t, done, canvas, found, boxes):
+        new_canvas, new_found, new_boxes, fits = attempt(t)
+        take = fits & ~done
+        return (t + 1, done | fits, tf.where(take[:, None, None], new_canvas, canvas),
+                tf.where(take[:, None], new_found, found), tf.where(take[:, None, None], new_boxes, boxes))
+
+    start = (tf.constant(0), tf.zeros([batch], tf.bool), tf.zeros([batch, size, size]),
+             -tf.ones([batch, k], tf.int32), tf.zeros([batch, k, 4]))
+    t, done, canvas, found, boxes = tf.while_loop(
+        lambda t, done, *_: (t < MAX_REDRAWS) & ~tf.reduce_all(done), step, start)
+    tf.debugging.assert_equal(tf.reduce_all(done), True, message=f"a canvas overflowed in {MAX_REDRAWS} drawings")
+    return canvas[..., None], found, boxes

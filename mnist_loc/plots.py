@@ -233,3 +233,46 @@ def plot_heatmaps(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_detections(images, true_labels, true_boxes, predictions: dict, threshold: float = 0.5, *, ncols: int = 10,
+                    class_names=None, captions=None, title: str | None = None) -> Figure:
+    """A grid of canvases with every true digit's box (green) and every detection scoring at
+    least ``threshold`` (red, labelled ``class score``).
+
+    ``images`` ``[N, S, S, 1]``; ``true_labels`` int ``[N, K]`` (-1: none) and ``true_boxes``
+    ``[N, K, 4]``, or None; ``predictions``: ``{"boxes" [N, M, 4], "labels" [N, M], "scores"
+    [N, M]}`` as :func:`mnist_loc.evaluation.predict` gives them. ``captions``: optional
+    text under each canvas (default: the true digits, then what was counted).
+    """
+    images = np.asarray(images)
+    images = images[..., 0] if images.ndim == 4 else images
+    n, size = len(images), images.shape[1]
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    ncols = max(1, min(ncols, n))
+    nrows = max(1, -(-n // ncols))
+    fig = Figure(figsize=(1.8 * ncols, 2.0 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=1)
+        truth = [] if true_labels is None else [(int(c), b) for c, b in zip(true_labels[i], true_boxes[i]) if c >= 0]
+        for _, box in truth:
+            draw_box(ax, box, size, TRUE_COLOR, 1.0)
+        found = [(int(c), b, s) for c, b, s in zip(predictions["labels"][i], predictions["boxes"][i], predictions["scores"][i])
+                 if c >= 0 and s >= threshold]
+        for label, box, score in found:
+            draw_box(ax, box, size, PRED_COLOR, 1.0)
+            ax.text(float(box[0]) * size - 0.5, float(box[1]) * size - 1, f"{name(label)} {score:.2f}", color=PRED_COLOR,
+                    fontsize=6, va="bottom")
+        if captions is not None:
+            ax.set_title(captions[i], fontsize=7)
+        else:
+            true_text = " ".join(name(c) for c, _ in sorted(truth, key=lambda t: t[0])) or "-"
+            found_text = " ".join(name(c) for c, _, _ in sorted(found, key=lambda t: t[0])) or "-"
+            ax.set_title(f"{true_text} | {found_text}", fontsize=7, color="black" if true_text == found_text else PRED_COLOR)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -12,13 +12,23 @@ import statistics
 from .artifacts import read_metrics
 from .task import Task
 
+def _get(key, scale=1.0, offset=0.0):
+    """A column's value of one run's metrics, None where that kind of run has none."""
+    return lambda m: None if m.get(key) is None else offset + scale * m[key]
+
+
+# Single-digit runs fill the first four columns, detection runs the next four ("–" elsewhere).
 COLUMNS = (
-    ("error %", lambda m: 100.0 * (1.0 - m["accuracy"]), "{:.2f}"),
-    ("accuracy", lambda m: m["accuracy"], "{:.4f}"),
-    ("mean IoU", lambda m: m["mean_iou"], "{:.4f}"),
-    ("IoU ≥ 0.5", lambda m: 100.0 * m["iou_at_50"], "{:.2f}%"),
-    ("train s", lambda m: m["train_seconds"], "{:.0f}"),
-    ("CPU s", lambda m: m["train_cpu_seconds"], "{:.0f}"),
+    ("error %", _get("accuracy", -100.0, 100.0), "{:.2f}"),
+    ("accuracy", _get("accuracy"), "{:.4f}"),
+    ("mean IoU", _get("mean_iou"), "{:.4f}"),
+    ("IoU ≥ 0.5", _get("iou_at_50", 100.0), "{:.2f}%"),
+    ("AP", _get("ap"), "{:.4f}"),
+    ("AP50", _get("ap50"), "{:.4f}"),
+    ("count acc", _get("count_accuracy", 100.0), "{:.2f}%"),
+    ("fully right", _get("fully_right", 100.0), "{:.2f}%"),
+    ("train s", _get("train_seconds"), "{:.0f}"),
+    ("CPU s", _get("train_cpu_seconds"), "{:.0f}"),
 )
 
 
@@ -31,6 +41,9 @@ def run_key(metrics: dict) -> tuple[str, str, str]:
 
 
 def _summary(values, fmt: str) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
     if len(values) == 1:
         return fmt.format(values[0])
     return f"{fmt.format(statistics.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
@@ -38,8 +51,9 @@ def _summary(values, fmt: str) -> str:
 
 def runs_table(folders) -> str:
     """A Markdown table of run folders: one row per task x model x recipe, in first-seen
-    order, with the number of seeds and, for error %, accuracy, mean IoU, IoU >= 0.5 and
-    training seconds (wall and CPU), the mean over runs and (lowest–highest)."""
+    order, with the number of seeds and, for error %, accuracy, mean IoU, IoU >= 0.5 (single-digit
+    runs), COCO AP, AP50, count accuracy, fully right (detection runs) and training seconds
+    (wall and CPU), the mean over runs and (lowest–highest); "–" where a run has no such number."""
     groups: dict = {}
     for folder in folders:
         metrics = read_metrics(folder)

@@ -15,6 +15,18 @@ Two clutter rules:
   at 1; then the target is added and the canvas clipped to [0, 1]. Distractors may
   cover each other and the target.
 
+Two ways to place digits (``rules``):
+
+- ``"mnist_loc"``: one digit per canvas (``count=(1, 1)``), canvas ``i`` of a split holds
+  digit ``i``; sizes and offsets as above.
+- ``"air"``: AIR's multi-MNIST (Eslami et al. 2016), by the rules of its public generator
+  (``pyro-ppl/pyro``, ``pyro/contrib/examples/multi_mnist.py``): a number of digits uniform
+  in ``count``, each drawn uniformly with replacement from the split, resized to
+  ``int(28 / s)`` px square with ``s ~ Normal(1.3, 0.1)``, its top-left row and column each
+  uniform in ``0 .. S - w - 1``; the digits are added, and a canvas on which any pixel
+  would exceed full intensity is drawn again, all its digits (its count kept). ``canvases``
+  says how many canvases a training pass, validation and test hold. Boxes: tight ink boxes.
+
 Two ways to cut the splits:
 
 - ``splits="tfds"``: tfds' record order; validation is the last twelfth of tfds' train
@@ -40,6 +52,7 @@ MIN_SCALE = 0.25
 # splits="mnist-cluttered" can restore the file order.
 FILE_ORDER_DATASETS = ("mnist", "fashion_mnist")
 MNIST_CLUTTERED_VALIDATION = 10_000
+PLACEMENT_RULES = ("mnist_loc", "air")
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -60,6 +73,16 @@ def check_canvas_size(canvas_size) -> int:
     return int(canvas_size)
 
 
+def _check_count(count) -> tuple:
+    try:
+        lo, hi = (check_positive_int(v, "count", minimum=0) for v in count)
+    except TypeError:
+        raise ValueError(f"count must be a pair (lo, hi) of integers, got {count!r}") from None
+    if not (lo <= hi and hi >= 1):
+        raise ValueError(f"count must satisfy 0 <= lo <= hi, hi >= 1, got ({lo}, {hi})")
+    return lo, hi
+
+
 @dataclass(frozen=True)
 class Task:
     """Everything that defines the canvases of a localization task.
@@ -75,6 +98,11 @@ class Task:
       clutter_size: side of each piece, a crop of a 28x28 digit (1..28; 8 in the papers).
       clutter_overlap: whether pieces may overlap the target (see the module doc).
       splits: ``"tfds"`` or ``"mnist-cluttered"`` (see the module doc).
+      count: ``(lo, hi)`` digits per canvas, drawn uniformly per canvas; ``(1, 1)`` for the
+        single-digit tasks. A task with another range is a *detection* task.
+      rules: ``"mnist_loc"`` or ``"air"`` (see the module doc; ``"air"`` ignores ``scale``).
+      canvases: ``(train pass, validation, test)`` canvases per split, for the ``"air"``
+        rules; None (``"mnist_loc"``): one canvas per digit of the split.
     """
 
     dataset: str = "mnist"
@@ -85,6 +113,9 @@ class Task:
     clutter_size: int = 8
     clutter_overlap: bool = False
     splits: str = "tfds"
+    count: tuple = (1, 1)
+    rules: str = "mnist_loc"
+    canvases: tuple | None = None
 
     def __post_init__(self):
         if not (isinstance(self.dataset, str) and self.dataset):
@@ -110,12 +141,35 @@ class Task:
             raise ValueError(f"splits must be one of {SPLIT_RULES}, got {self.splits!r}")
         if self.splits == "mnist-cluttered" and self.dataset not in FILE_ORDER_DATASETS:
             raise ValueError(f"splits='mnist-cluttered' needs the original file order, known for {FILE_ORDER_DATASETS}, not {self.dataset!r}")
-        for name, value in (("canvas_size", size), ("scale", (lo, hi)), ("clutter", int(self.clutter)), ("clutter_size", int(self.clutter_size))):
+        count = _check_count(self.count)
+        if self.rules not in PLACEMENT_RULES:
+            raise ValueError(f"rules must be one of {PLACEMENT_RULES}, got {self.rules!r}")
+        canvases = None if self.canvases is None else tuple(self.canvases)
+        if self.rules == "air":
+            if self.box != "ink" or self.clutter:
+                raise ValueError("rules='air' makes tight ink boxes and no clutter: set box='ink', clutter=0")
+            if canvases is None or len(canvases) != 3:
+                raise ValueError(f"rules='air' needs canvases=(train pass, validation, test), got {self.canvases!r}")
+            canvases = tuple(check_positive_int(n, "canvases") for n in canvases)
+        elif count != (1, 1) or canvases is not None:
+            raise ValueError("rules='mnist_loc' places one digit per canvas: count=(1, 1), canvases=None")
+        for name, value in (("canvas_size", size), ("scale", (lo, hi)), ("clutter", int(self.clutter)), ("clutter_size", int(self.clutter_size)), ("count", count), ("canvases", canvases)):
             object.__setattr__(self, name, value)  # normalized: ints, a tuple of floats
 
+    @property
+    def detection(self) -> bool:
+        """True for a task with another count than one digit per canvas."""
+        return self.count != (1, 1)
+
+    @property
+    def max_count(self) -> int:
+        """``K``: the most digits a canvas holds; multi-digit targets are padded to it."""
+        return self.count[1]
+
     def to_dict(self) -> dict:
-        """Every field, JSON-ready (``scale`` as a list)."""
-        return {**dataclasses.asdict(self), "scale": list(self.scale)}
+        """Every field, JSON-ready (tuples as lists)."""
+        fields = {**dataclasses.asdict(self), "scale": list(self.scale), "count": list(self.count)}
+        return {**fields, "canvases": None if self.canvases is None else list(self.canvases)}
 
     @classmethod
     def from_dict(cls, fields: dict) -> "Task":
@@ -136,6 +190,11 @@ class Task:
         """One line: what the canvases are."""
         lo, hi = self.scale
         parts = [f"{self.dataset} on {self.canvas_size}x{self.canvas_size}"]
+        if self.rules == "air":
+            train, validation, test = self.canvases
+            parts += [f"{self.count[0]}-{self.count[1]} digits by AIR's rules", "ink boxes",
+                      f"{train:,} training canvases a pass, {validation:,} validation, {test:,} test"]
+            return (f"{self.name}: " if self.name else "") + ", ".join(parts)
         parts.append("28 px digits" if (lo, hi) == (1.0, 1.0) else f"scale {lo:g}-{hi:g}")
         parts.append(f"{self.box} boxes")
         if self.clutter:
@@ -163,6 +222,8 @@ TASKS: dict = {
     "translated-60": Task(canvas_size=60, splits="mnist-cluttered"),
     "cluttered-60": Task(canvas_size=60, clutter=4, **_LITERATURE),
     "cluttered-100": Task(canvas_size=100, clutter=8, **_LITERATURE),
+    # Several digits: AIR's multi-MNIST (Eslami et al. 2016), 0-2 digits on 50x50.
+    "multi-mnist": Task(canvas_size=50, box="ink", count=(0, 2), rules="air", canvases=(60_000, 5_000, 10_000)),
 }
 
 

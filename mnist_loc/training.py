@@ -23,6 +23,7 @@ from tensorflow.python.framework import config as tf_config  # op determinism's 
 
 from .config import TrainConfig
 from .data import Digits, make_dataset
+from .detector import build_detector, compile_detector, pack_targets
 from .model import build_model, compile_model, trunk_policy
 from .safe_writes import atomic_path, write_json
 
@@ -70,19 +71,32 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) -> None:
+def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, detection: bool = False) -> bool:
     """Raise :class:`ModelOutputError`, naming what is wrong, unless ``model`` maps float32
     ``[B, S, S, 1]`` canvases to ``{"classification": [B, num_classes] probabilities,
-    "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin, xmax, ymax]`` normalized to the canvas).
+    "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin, xmax, ymax]`` normalized to the canvas)
+    or to the detector's ``{"detections": [B, ceil(S/2), ceil(S/2), num_classes + 4]}``
+    (:mod:`mnist_loc.detector`). A detection task (``detection``) needs the detector's.
 
     Runs the model once on two black canvases (inference mode; no weights change).
+    Returns True for a model with the detector's outputs.
     """
     expected = f"{{'classification': [B, {num_classes}] class probabilities, 'bounding_box': [B, 4]}}"
+    grid = -(-canvas_size // 2)
+    expected_detector = f"{{'detections': [B, {grid}, {grid}, {num_classes + 4}]}} (the detector's outputs, mnist_loc.detector)"
     try:
         outputs = model(np.zeros((2, canvas_size, canvas_size, 1), np.float32), training=False)
     except Exception as error:
         reason = " ".join(str(error).split())[:300]
         raise ModelOutputError(f"the model fails on float32 [B, {canvas_size}, {canvas_size}, 1] canvases ({type(error).__name__}: {reason})") from None
+    if detection and not (isinstance(outputs, dict) and set(outputs) == {"detections"}):
+        got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise ModelOutputError(f"a task with several digits per canvas needs a model with outputs {expected_detector}, got {got}")
+    if isinstance(outputs, dict) and set(outputs) == {"detections"}:
+        shape = tuple(outputs["detections"].shape)
+        if shape != (2, grid, grid, num_classes + 4):
+            raise ModelOutputError(f"the model's outputs must be {expected_detector}, got {list(shape)} for B=2")
+        return True
     if not isinstance(outputs, dict):
         raise ModelOutputError(f"the model must return a dict {expected}, got {type(outputs).__name__}")
     if set(outputs) != {"classification", "bounding_box"}:
@@ -100,12 +114,15 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int) 
         )
 
 
-def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None) -> keras.Model:
-    """The model a run trains, uncompiled and unchecked: ``model`` None is the course model
-    (its trunk's dtype from ``mixed_precision``, see ``model.trunk_policy``), a ``keras.Model``
-    is itself, a callable ``f(canvas_size=S, num_classes=C)`` is what it builds."""
+def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None,
+                   detection: bool = False) -> keras.Model:
+    """The model a run trains, uncompiled and unchecked: ``model`` None is the course model,
+    or the detector for a ``detection`` task (its trunk's dtype from ``mixed_precision``, see
+    ``model.trunk_policy``), a ``keras.Model`` is itself, a callable ``f(canvas_size=S,
+    num_classes=C)`` is what it builds."""
     if model is None:
-        return build_model(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
+        build = build_detector if detection else build_model
+        return build(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
     if isinstance(model, keras.Model):
         return model
     if not callable(model):
@@ -116,9 +133,16 @@ def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: b
     return built
 
 
-def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, detector: bool = False) -> keras.Model:
     """Compile ``model`` in place with ``config``'s recipe (optimizer, schedule, losses, label
-    smoothing, weight averaging, steps per call; one under a ``tf.distribute`` strategy)."""
+    smoothing, weight averaging, steps per call; one under a ``tf.distribute`` strategy);
+    a ``detector`` with :func:`mnist_loc.detector.compile_detector`."""
+    if detector:
+        return compile_detector(
+            model, canvas_size=config.task.canvas_size, learning_rate=learning_rate_schedule(config, steps_per_epoch),
+            box_weight=config.box_loss_weight, ema_momentum=config.ema_momentum,
+            steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
+        )
     return compile_model(
         model, learning_rate=learning_rate_schedule(config, steps_per_epoch), box_loss=config.box_loss,
         box_loss_weight=config.box_loss_weight, label_smoothing=config.label_smoothing, ema_momentum=config.ema_momentum,
@@ -183,7 +207,9 @@ def train(
     num_classes=C)`` that builds one (needed under a ``strategy``, whose scope must hold the
     variables). Its outputs must be ``{"classification": [B, C] probabilities,
     "bounding_box": [B, 4]}`` with boxes ``[xmin, ymin, xmax, ymax]`` normalized to the
-    canvas: checked before any step (:class:`ModelOutputError`). It is compiled with the
+    canvas, or the detector's ``{"detections": [B, H, W, C + 4]}`` (:mod:`mnist_loc.detector`;
+    the only form a task with several digits takes; default there: ``build_detector``):
+    checked before any step (:class:`ModelOutputError`). It is compiled with the
     recipe; ``config.mixed_precision`` applies to the course model only. Seeds are set (Python,
     NumPy, TensorFlow, Keras) before the model is built, so a builder gives the same initial
     weights every time; op determinism is on while it trains, off again after.
@@ -200,25 +226,29 @@ def train(
     backup it cannot resume.
     """
     digits.check(config.task)
-    num_train = len(digits.split("train")[1])
+    detection = config.task.detection
+    num_train = config.task.canvases[0] if config.task.canvases else len(digits.split("train")[1])
     steps = config.steps_per_epoch or num_train // config.batch_size
     if steps == 0:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training digits")
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training {'canvases' if config.task.canvases else 'digits'}")
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or tf.distribute.get_strategy()
     with _op_determinism(config.deterministic):
         with strategy.scope():
-            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision)
-            check_model_outputs(model, config.task.canvas_size, digits.num_classes)
-            compile_for(model, config, steps)
+            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision, detection)
+            detector = check_model_outputs(model, config.task.canvas_size, digits.num_classes, detection)
+            compile_for(model, config, steps, detector)
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))
         train_ds = make_dataset("train", digits, task=config.task, batch_size=config.batch_size, seed=config.seed, first_step=start_epoch * steps)
         val_ds = make_dataset("validation", digits, task=config.task, batch_size=config.validation_batch_size, seed=config.seed)
         if config.validation_canvases:
             # The first N canvases, rebatched; the known length keeps Keras from warning that validation "ran out of data".
-            count = min(config.validation_canvases, len(digits.split("validation")[1]))
+            available = config.task.canvases[1] if config.task.canvases else len(digits.split("validation")[1])
+            count = min(config.validation_canvases, available)
             val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
             val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
+        if detector:
+            train_ds, val_ds = train_ds.map(_detector_targets), val_ds.map(_detector_targets)
         recorder = _Recorder(history, seconds_before, backup_dir, config)
         # SwapEMAWeights: validation scores the averaged weights, the ones train() returns; swapped
         # back before the backup is written, so a resumed run continues from the raw weights.
@@ -237,6 +267,13 @@ def train(
             "files were written (try a lower learning_rate)"
         )
     return TrainResult(model, history, recorder.seconds, recorder.cpu_seconds, start_epoch)
+
+
+def _detector_targets(images, targets):
+    """A batch's targets as the detector's loss takes them (a single-digit task's as K = 1)."""
+    if "labels" not in targets:
+        targets = {"labels": tf.argmax(targets["classification"], -1)[:, None], "boxes": targets["bounding_box"][:, None, :]}
+    return images, {"detections": pack_targets(targets["labels"], targets["boxes"])}
 
 
 def remove_backup(backup_dir) -> None:
@@ -356,5 +393,7 @@ class EpochProgress(keras.callbacks.Callback):
         bar = "#" * filled + "." * (self.width - filled)
         shown = [("acc", "classification_accuracy"), ("iou", "bounding_box_mean_iou"),
                  ("val_acc", "val_classification_accuracy"), ("val_iou", "val_bounding_box_mean_iou")]
+        if "classification_accuracy" not in logs:  # the detector: its loss is what it reports while training
+            shown = [("loss", "loss"), ("val_loss", "val_loss")]
         numbers = "  ".join(f"{label} {logs[key]:.4f}" for label, key in shown if key in logs)
         self.print_fn(f"epoch {done:>3}/{self.epochs} [{bar}] {time.perf_counter() - self.start:6.1f}s  {numbers}", flush=True)

@@ -161,7 +161,8 @@ def test_the_task_travels_with_the_model(mnist_dir, tmp_path, capsys):
     assert status == 0, stderr
     task = json.loads((out / "task.json").read_text())
     assert task == {"dataset": "mnist", "canvas_size": 75, "scale": [0.5, 2.0], "box": "ink", "clutter": 2, "clutter_size": 8,
-                    "clutter_overlap": False, "splits": "tfds", "class_names": [str(d) for d in range(10)]}
+                    "clutter_overlap": False, "splits": "tfds", "count": [1, 1], "rules": "mnist_loc", "canvases": None,
+                    "class_names": [str(d) for d in range(10)]}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == task and set(metrics["by_size"]) == {"small", "medium", "large"}
     assert metrics["recipe"] == "sized recipe (epochs=1, steps_per_epoch=20)", "the refined task keeps the sized task's recipe"

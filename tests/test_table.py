@@ -17,6 +17,15 @@ def fake_run(folder, task, model, recipe, seed, accuracy, mean_iou, at_50, secon
     return folder
 
 
+def fake_detection_run(folder, seed, ap, ap50, count_accuracy, fully_right, seconds, cpu_seconds):
+    folder.mkdir(parents=True)
+    metrics = {"ap": ap, "ap50": ap50, "count_accuracy": count_accuracy, "fully_right": fully_right, "train_seconds": seconds,
+               "train_cpu_seconds": cpu_seconds, "config": TrainConfig.for_task("multi-mnist", seed=seed).to_dict(),
+               "model": {"name": "mnist_loc_detector"}, "recipe": "default"}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
 def test_runs_table_groups_by_task_model_recipe_with_mean_and_range(tmp_path, capsys):
     folders = [
         fake_run(tmp_path / "a0", "cluttered-60", "mnist_loc", "default", 0, 0.985, 0.93, 0.995, 260.0, 500.0),
@@ -24,11 +33,12 @@ def test_runs_table_groups_by_task_model_recipe_with_mean_and_range(tmp_path, ca
         fake_run(tmp_path / "a1", "cluttered-60", "mnist_loc", "default", 1, 0.989, 0.95, 0.999, 280.0, 540.0),
     ]
     table = runs_table(folders).splitlines()
-    assert table[0] == "| task | model | recipe | seeds | error % | accuracy | mean IoU | IoU ≥ 0.5 | train s | CPU s |"
+    assert table[0] == ("| task | model | recipe | seeds | error % | accuracy | mean IoU | IoU ≥ 0.5 | AP | AP50 | count acc | "
+                        "fully right | train s | CPU s |")
     # By hand: error 1.5 and 1.1 -> mean 1.3; accuracy 0.987; IoU 0.94; IoU >= 0.5 99.7%; 270 s; CPU 520 s.
     assert table[2] == ("| cluttered-60 | mnist_loc | default | 2 | 1.30 (1.10–1.50) | 0.9870 (0.9850–0.9890) | "
-                        "0.9400 (0.9300–0.9500) | 99.70% (99.50%–99.90%) | 270 (260–280) | 520 (500–540) |")
-    assert table[3] == "| translated-60 | tiny | default (epochs=1) | 1 | 50.00 | 0.5000 | 0.4000 | 30.00% | 10 | 17 |"
+                        "0.9400 (0.9300–0.9500) | 99.70% (99.50%–99.90%) | – | – | – | – | 270 (260–280) | 520 (500–540) |")
+    assert table[3] == "| translated-60 | tiny | default (epochs=1) | 1 | 50.00 | 0.5000 | 0.4000 | 30.00% | – | – | – | – | 10 | 17 |"
     assert len(table) == 4
     assert run_main(capsys, "table", *folders)[:2] == (0, "\n".join(table) + "\n")
     (tmp_path / "empty").mkdir()
@@ -38,3 +48,16 @@ def test_runs_table_groups_by_task_model_recipe_with_mean_and_range(tmp_path, ca
     (tmp_path / "other" / "metrics.json").write_text('{"accuracy": 1}')
     status, _, err = run_main(capsys, "table", tmp_path / "other")
     assert status == 1 and "lacks mean_iou, iou_at_50, train_seconds, train_cpu_seconds, config" in err
+
+
+def test_runs_table_shows_detection_runs_beside_single_digit_runs(tmp_path):
+    folders = [
+        fake_run(tmp_path / "course", "course", "mnist_loc", "default", 0, 0.992, 0.951, 1.0, 142.0, 251.0),
+        fake_detection_run(tmp_path / "m0", 0, 0.96, 0.99, 0.995, 0.990, 500.0, 900.0),
+        fake_detection_run(tmp_path / "m1", 1, 0.98, 0.995, 0.997, 0.994, 520.0, 940.0),
+    ]
+    table = runs_table(folders).splitlines()
+    assert table[2] == "| course | mnist_loc | default | 1 | 0.80 | 0.9920 | 0.9510 | 100.00% | – | – | – | – | 142 | 251 |"
+    # By hand: AP 0.97 (0.96-0.98), AP50 0.9925, counted 99.60%, fully right 99.20%, 510 s, CPU 920 s.
+    assert table[3] == ("| multi-mnist | mnist_loc_detector | default | 2 | – | – | – | – | 0.9700 (0.9600–0.9800) | "
+                        "0.9925 (0.9900–0.9950) | 99.60% (99.50%–99.70%) | 99.20% (99.00%–99.40%) | 510 (500–520) | 920 (900–940) |")

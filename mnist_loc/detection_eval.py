@@ -1,0 +1,215 @@
+"""Scoring detections: COCO's metrics by the official implementation, and counting.
+
+For any model with the detector's outputs (:mod:`mnist_loc.detector`). COCO's AP and AR
+come from ``pycocotools``' ``COCOeval`` (never re-implemented here), with one area range,
+"all": COCO's small / medium / large buckets (32² and 96² px) mean nothing on canvases of
+50 px. What AIR's readers look for is added: *count accuracy* (the detections scoring at
+least the count threshold are as many as the digits) and *fully right* (every digit found
+with its class at IoU >= 0.5, nothing extra). Boxes are ``[xmin, ymin, xmax, ymax]``
+normalized to the canvas, as everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+
+import numpy as np
+
+from .boxes import iou_tensor
+from .data import Digits, make_dataset
+from .detector import MAX_DETECTIONS, count_threshold, decode
+
+DEFAULT_THRESHOLD = 0.5  # for a model that saves none (a model of your own)
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the count thresholds tried on validation canvases
+
+
+def predict_detections(model, canvases, batch_size: int = 500, threshold: float | None = None) -> dict:
+    """Detections on float32 ``[N, S, S, 1]`` canvases, best first per canvas.
+
+    Returns ``{"boxes": float32 [N, M, 4], "labels": int32 [N, M] (-1 where nothing),
+    "scores": float32 [N, M] (sorted, highest first), "counts": int64 [N]}``, ``M`` =
+    :data:`~mnist_loc.detector.MAX_DETECTIONS`; ``counts`` are the detections scoring at
+    least ``threshold`` (default: the one saved in the model, else 0.5).
+    """
+    import tensorflow as tf
+
+    forward = tf.function(lambda x: model(x, training=False)["detections"], autograph=False, reduce_retracing=True)
+    size = canvases.shape[1]
+    parts = [decode(forward(canvases[i: i + batch_size]), size, MAX_DETECTIONS) for i in range(0, len(canvases), batch_size)]
+    result = {k: np.concatenate([p[k] for p in parts]) for k in ("boxes", "labels", "scores")}
+    threshold = _threshold(model, threshold)
+    result["counts"] = (result["scores"] >= threshold).sum(axis=1).astype(np.int64)
+    return result
+
+
+def _threshold(model, threshold):
+    if threshold is not None:
+        return float(threshold)
+    saved = count_threshold(model)
+    return DEFAULT_THRESHOLD if saved is None else saved
+
+
+def choose_count_threshold(scores, true_labels) -> float:
+    """The threshold in :data:`THRESHOLDS` that counts validation canvases best (the
+    smallest of equals). ``scores`` float ``[N, M]``, ``true_labels`` int ``[N, K]`` (-1: none)."""
+    truth = (np.asarray(true_labels) >= 0).sum(axis=1)
+    scores = np.asarray(scores)
+    accuracy = [((scores >= t).sum(axis=1) == truth).mean() for t in THRESHOLDS]
+    return float(THRESHOLDS[int(np.argmax(accuracy))])
+
+
+def _pixels(boxes, canvas_size):
+    """COCO's ``[x, y, width, height]`` in canvas pixels from normalized boxes."""
+    b = np.asarray(boxes, np.float64) * canvas_size
+    return [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]
+
+
+def coco_metrics(true_labels, true_boxes, boxes, labels, scores, *, num_classes: int, canvas_size: int) -> dict:
+    """COCO AP@[.50:.95], AP50, AP75, AR@10 and per-class AP50 by ``pycocotools``' COCOeval.
+
+    ``true_labels`` int ``[N, K]`` (-1: no digit), ``true_boxes`` float ``[N, K, 4]``;
+    ``boxes`` ``[N, M, 4]``, ``labels`` ``[N, M]`` (-1: nothing), ``scores`` ``[N, M]``.
+    A class with no true digit has AP None.
+    """
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    annotations, results = [], []
+    for i in range(len(true_labels)):
+        for label, box in zip(true_labels[i], true_boxes[i]):
+            if label >= 0:
+                xywh = _pixels(box, canvas_size)
+                annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label), "bbox": xywh,
+                                    "area": xywh[2] * xywh[3], "iscrowd": 0})
+        for label, box, score in zip(labels[i], boxes[i], scores[i]):
+            if label >= 0:
+                results.append({"image_id": i, "category_id": int(label), "bbox": _pixels(box, canvas_size), "score": float(score)})
+    truth = COCO()
+    truth.dataset = {"images": [{"id": i} for i in range(len(true_labels))], "annotations": annotations,
+                     "categories": [{"id": c} for c in range(num_classes)]}
+    with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress lines
+        truth.createIndex()
+        found = truth.loadRes(results) if results else COCO()
+        evaluation = COCOeval(truth, found, "bbox")
+        evaluation.params.areaRng, evaluation.params.areaRngLbl = [[0, 1e10]], ["all"]
+        evaluation.params.maxDets = [1, MAX_DETECTIONS, 100]
+        if results:
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+    if not results:
+        return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ar10": 0.0, "ap50_per_class": {str(c): None for c in range(num_classes)}}
+    stats = evaluation.stats  # summarize()'s order: AP, AP50, AP75, (3 size buckets), AR1, AR10, AR100, ...
+    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, every recall, class, all areas, most detections
+    per_class = {}
+    for c in range(num_classes):
+        values = precision[:, c]
+        per_class[str(c)] = float(values[values > -1].mean()) if np.any(values > -1) else None
+    return {"ap": float(stats[0]), "ap50": float(stats[1]), "ap75": float(stats[2]), "ar10": float(stats[7]), "ap50_per_class": per_class}
+
+
+def fully_right(true_labels, true_boxes, boxes, labels, scores, threshold: float) -> np.ndarray:
+    """bool ``[N]``: the detections scoring >= ``threshold`` match the canvas's digits one to
+    one, each with its class at IoU >= 0.5 (greedy, best score first), none left over."""
+    right = np.zeros(len(true_labels), bool)
+    for i in range(len(true_labels)):
+        truth = [(label, box) for label, box in zip(true_labels[i], true_boxes[i]) if label >= 0]
+        kept = [(label, box) for label, box, score in zip(labels[i], boxes[i], scores[i]) if label >= 0 and score >= threshold]
+        if len(kept) != len(truth):
+            continue
+        unmatched = list(range(len(truth)))
+        for label, box in kept:
+            candidates = [j for j in unmatched if truth[j][0] == label]
+            ious = [float(iou_tensor(np.asarray(box, np.float64), np.asarray(truth[j][1], np.float64))) for j in candidates]
+            if not ious or max(ious) < 0.5:
+                break
+            unmatched.remove(candidates[int(np.argmax(ious))])
+        right[i] = not unmatched
+    return right
+
+
+def detection_report(true_labels, true_boxes, predictions: dict, *, threshold: float, num_classes: int, canvas_size: int) -> dict:
+    """The detection report from arrays; see :func:`evaluate_detections`."""
+    true_labels, true_boxes = np.asarray(true_labels), np.asarray(true_boxes)
+    boxes, labels, scores = predictions["boxes"], predictions["labels"], predictions["scores"]
+    truth = (true_labels >= 0).sum(axis=1)
+    counts = (scores >= threshold).sum(axis=1)
+    return {
+        "num_examples": int(len(true_labels)),
+        "num_digits": int(truth.sum()),
+        **coco_metrics(true_labels, true_boxes, boxes, labels, scores, num_classes=num_classes, canvas_size=canvas_size),
+        "count_accuracy": float((counts == truth).mean()),
+        "fully_right": float(fully_right(true_labels, true_boxes, boxes, labels, scores, threshold).mean()),
+        "count_threshold": float(threshold),
+        "count_confusion": np.histogram2d(truth, counts, bins=[np.arange(truth.max() + 2)] * 2)[0].astype(int).tolist(),
+    }
+
+
+def dataset_arrays(dataset):
+    """``(canvases float32 [N, S, S, 1], labels [N, K], boxes [N, K, 4])`` of a finite detection dataset."""
+    parts = [(x.numpy(), y["labels"].numpy(), y["boxes"].numpy()) for x, y in dataset]
+    if not parts:
+        raise ValueError("the dataset is empty")
+    return tuple(np.concatenate(p) for p in zip(*parts))
+
+
+def evaluate_detections(model, data, *, task, split: str = "test", seed: int = 0, threshold: float | None = None,
+                        return_predictions: bool = False):
+    """Score any model with the detector's outputs on a detection task's fixed canvases.
+
+    ``data``: :class:`~mnist_loc.data.Digits` (the fixed canvases of ``task``'s ``split`` at
+    placement ``seed``) or a finite dataset of ``(images, {"labels", "boxes"})`` batches.
+    ``threshold``: the count threshold (default: the model's saved one, else 0.5).
+
+    Returns plain numbers: ``num_examples``, ``num_digits``, ``ap`` (COCO AP@[.50:.95]),
+    ``ap50``, ``ap75``, ``ar10``, ``ap50_per_class`` ``{"0": AP50 or None, ...}``,
+    ``count_accuracy``, ``fully_right``, ``count_threshold``, ``count_confusion`` (rows: true
+    count, columns: counted) and ``eval_seconds`` (predicting and scoring).
+    """
+    dataset = make_dataset(split, data, task=task, batch_size=500, seed=seed, training=False) if isinstance(data, Digits) else data
+    canvases, true_labels, true_boxes = dataset_arrays(dataset)
+    start = time.perf_counter()
+    threshold = _threshold(model, threshold)
+    predictions = predict_detections(model, canvases, threshold=threshold)
+    num_classes = int(model(canvases[:1], training=False)["detections"].shape[-1]) - 4
+    result = detection_report(true_labels, true_boxes, predictions, threshold=threshold, num_classes=num_classes,
+                              canvas_size=canvases.shape[1])
+    result["eval_seconds"] = time.perf_counter() - start
+    truth = {"images": canvases, "true_labels": true_labels, "true_boxes": true_boxes, "threshold": threshold}
+    return (result, {**predictions, **truth}) if return_predictions else result
+
+
+def top_detection(model, dataset) -> dict:
+    """A detector's best detection per canvas of a single-digit dataset, as
+    :func:`mnist_loc.evaluation.predict_dataset` gives a two-headed model's answer:
+    ``true_labels``, ``true_boxes``, ``labels`` (0 where nothing was found), ``confidence``
+    (its score), ``boxes`` ``[N, 4]``, and ``num_classes``."""
+    parts = [(x.numpy(), y["classification"].numpy().argmax(-1), y["bounding_box"].numpy()) for x, y in dataset]
+    canvases, true_labels, true_boxes = (np.concatenate(p) for p in zip(*parts))
+    found = predict_detections(model, canvases)
+    num_classes = int(model(canvases[:1], training=False)["detections"].shape[-1]) - 4
+    return {"true_labels": true_labels, "true_boxes": true_boxes, "labels": np.maximum(found["labels"][:, 0], 0).astype(np.int64),
+            "confidence": found["scores"][:, 0], "boxes": found["boxes"][:, 0], "num_classes": num_classes}
+
+
+def format_detection_report(report: dict, title: str = "", class_names=None) -> str:
+    """The detection report as a few aligned lines."""
+    names = list(class_names or report["ap50_per_class"])
+    per_class = "  ".join(
+        f"{name}:{'-' if value is None else f'{value:.3f}'}" for name, value in zip(names, report["ap50_per_class"].values())
+    )
+    lines = [title] if title else []
+    lines += [
+        f"canvases          {report['num_examples']:,} ({report['num_digits']:,} digits)",
+        f"AP@[.50:.95]      {report['ap']:.4f}",
+        f"AP50 / AP75       {report['ap50']:.4f} / {report['ap75']:.4f}",
+        f"AR@10             {report['ar10']:.4f}",
+        f"count accuracy    {report['count_accuracy']:.2%}  (score >= {report['count_threshold']:.2f})",
+        f"fully right       {report['fully_right']:.2%}",
+        f"AP50 per class    {per_class}",
+    ]
+    if report.get("eval_seconds") is not None:
+        lines.append(f"eval seconds      {report['eval_seconds']:.1f}")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""The detector: the course model's two heads, asked once per place instead of once per canvas.
+
+An anchor-free dense head ("Objects as Points", Zhou et al. 2019): a small fully
+convolutional trunk maps a canvas to a grid of stride :data:`STRIDE`; at each cell one
+head scores "a digit of class c is centred here" (a heatmap per class) and the other gives
+the box of that digit as the distances from the cell's centre to its four edges. A canvas
+holds as many digits as the heatmap has peaks.
+
+The detector's output contract (any Keras model with it trains and evaluates like the
+package's own): ``{"detections": float32 [B, H, W, C + 4]}`` on float32 ``[B, S, S, 1]``
+canvases, with ``H = W = ceil(S / STRIDE)``; channels ``[:C]`` are heatmap *logits* and
+``[C:]`` the distances ``(left, top, right, bottom)`` in canvas units (1 = the canvas side).
+Boxes are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas, as everywhere.
+
+Knows nothing of data: the loss takes the padded targets ``[B, K, 5]`` of
+:func:`pack_targets`, and :func:`decode` turns outputs into detections.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .boxes import iou_tensor
+from .task import check_canvas_size, check_positive_int
+
+STRIDE = 2
+MAX_DETECTIONS = 10  # per canvas: COCO's AR@10, and more than any multi-digit task holds
+HEAT_PRIOR = 0.01  # the heatmap's initial probability: few cells hold a digit's centre
+SIGMA_SCALE = 0.54 / 6  # a digit's heatmap bump: sigma = 0.09 x its box side (TTFNet's alpha / 6)
+
+
+@keras.saving.register_keras_serializable(package="mnist_loc")
+class CountThreshold(layers.Layer):
+    """Passes its input through and keeps the score above which a detection counts.
+
+    A non-trainable weight, so the threshold chosen on validation canvases is saved in the
+    ``.keras`` file with the model and :func:`mnist_loc.evaluation.predict` finds it there.
+    """
+
+    def __init__(self, threshold: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.initial_threshold = float(threshold)
+
+    def build(self, input_shape):
+        self.threshold = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(self.initial_threshold), trainable=False,
+            name="threshold", dtype="float32",
+        )
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "threshold": self.initial_threshold}
+
+
+def build_detector(canvas_size: int = 50, num_classes: int = 10, *, width: int = 48, dtype_policy=None) -> keras.Model:
+    """The package's detector, uncompiled.
+
+    Input float32 ``[B, S, S, 1]`` → Conv2D(32, 3, stride 2) → Conv2D(width, 3) →
+    Conv2D(width, 3, dilation 2) → Conv2D(width, 3, dilation 4) → Conv2D(width, 3), all
+    relu and "same" (receptive field 35 px, enough to see a whole 28 px digit from its
+    centre) → 1x1 heads ``heatmap`` (C logits, bias at a 1% prior) and ``box`` (4
+    distances), concatenated as ``detections`` ``[B, ceil(S/2), ceil(S/2), C + 4]``.
+    ``dtype_policy`` sets the trunk's compute dtype; the heads compute in float32.
+    """
+    canvas_size = check_canvas_size(canvas_size)
+    num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
+    width = check_positive_int(width, "width")
+    trunk = {"dtype": dtype_policy} if dtype_policy else {}
+    inputs = keras.Input(shape=(canvas_size, canvas_size, 1), name="canvas")
+    x = layers.Conv2D(32, 3, strides=STRIDE, padding="same", activation="relu", name="conv1", **trunk)(inputs)
+    for i, dilation in enumerate((1, 2, 4, 1), start=2):
+        x = layers.Conv2D(width, 3, dilation_rate=dilation, padding="same", activation="relu", name=f"conv{i}", **trunk)(x)
+    prior = float(-np.log((1 - HEAT_PRIOR) / HEAT_PRIOR))
+    heat = layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(prior), name="heatmap", dtype="float32")(x)
+    box = layers.Conv2D(4, 1, name="box", dtype="float32")(x)
+    detections = layers.Concatenate(name="heads", dtype="float32")([heat, box])
+    detections = CountThreshold(name="count_threshold", dtype="float32")(detections)
+    return keras.Model(inputs, {"detections": detections}, name="mnist_loc_detector")
+
+
+def count_threshold(model) -> float | None:
+    """The score threshold saved in ``model`` (its :class:`CountThreshold` layer), or None."""
+    for layer in model.layers if hasattr(model, "layers") else ():
+        if isinstance(layer, CountThreshold) and layer.built:
+            return float(ops.convert_to_numpy(layer.threshold))
+    return None
+
+
+def set_count_threshold(model, threshold: float) -> bool:
+    """Save ``threshold`` in ``model``'s :class:`CountThreshold` layer; False if it has none."""
+    for layer in model.layers if hasattr(model, "layers") else ():
+        if isinstance(layer, CountThreshold) and layer.built:
+            layer.threshold.assign(float(threshold))
+            return True
+    return False
+
+
+def pack_targets(labels, boxes):
+    """The detector's one training target: float32 ``[B, K, 5]``, ``[label, xmin, ymin, xmax,
+    ymax]`` per digit slot, label -1 where a canvas holds no digit (Keras hands one target to
+    the one loss of the one output)."""
+    return ops.concatenate([ops.cast(labels, "float32")[..., None], ops.cast(boxes, "float32")], axis=-1)
+
+
+def _cell_centres(size: int, canvas_size: int):
+    return (ops.arange(size, dtype="float32") + 0.5) * (STRIDE / canvas_size)
+
+
+def _decode_boxes(distances, canvas_size: int):
+    """``[B, H, W, 4]`` distances (left, top, right, bottom) → boxes ``[B, H, W, 4]``."""
+    height, width = distances.shape[1], distances.shape[2]
+    cx = _cell_centres(width, canvas_size)[None, None, :]
+    cy = _cell_centres(height, canvas_size)[None, :, None]
+    return ops.stack([cx - distances[..., 0], cy - distances[..., 1], cx + distances[..., 2], cy + distances[..., 3]], axis=-1)
+
+
+def heatmap_targets(targets, height: int, width: int, num_classes: int, canvas_size: int):
+    """Dense targets of packed ``[B, K, 5]`` targets on an ``H x W`` grid.
+
+    Returns ``(heat [B, H, W, C], centres [B, H, W, C], owner_boxes [B, H, W, 4], weight [B, H, W])``:
+    per class the largest Gaussian bump of its digits, centred on the cell holding each
+    digit's box centre (exactly 1 there), sigma ``SIGMA_SCALE`` x the box's width and height,
+    at least half a cell; 1 at each digit's centre cell; the box of the digit whose bump is
+    highest at each cell, and that bump's height, which weights the box loss.
+    """
+    labels = ops.cast(targets[..., 0], "int32")
+    boxes = targets[..., 1:]
+    present = ops.cast(labels >= 0, "float32")  # [B, K]
+    cell = STRIDE / canvas_size
+    centre_x = (boxes[..., 0] + boxes[..., 2]) / 2
+    centre_y = (boxes[..., 1] + boxes[..., 3]) / 2
+    column = ops.clip(ops.floor(centre_x / cell), 0, width - 1)
+    row = ops.clip(ops.floor(centre_y / cell), 0, height - 1)
+    sigma_x = ops.maximum(SIGMA_SCALE * (boxes[..., 2] - boxes[..., 0]), cell / 2)
+    sigma_y = ops.maximum(SIGMA_SCALE * (boxes[..., 3] - boxes[..., 1]), cell / 2)
+    dx = (ops.arange(width, dtype="float32")[None, None, :] - column[..., None]) * cell  # [B, K, W]
+    dy = (ops.arange(height, dtype="float32")[None, None, :] - row[..., None]) * cell  # [B, K, H]
+    bump = ops.exp(-(dy[..., :, None] ** 2) / (2 * sigma_y[..., None, None] ** 2) - dx[..., None, :] ** 2 / (2 * sigma_x[..., None, None] ** 2))
+    bump = bump * present[..., None, None]  # [B, K, H, W]
+    is_centre = ops.cast(ops.equal(dy[..., :, None], 0.0) & ops.equal(dx[..., None, :], 0.0), "float32") * present[..., None, None]
+    classes = ops.one_hot(ops.maximum(labels, 0), num_classes) * present[..., None]  # [B, K, C]
+    heat = ops.max(bump[..., None] * classes[:, :, None, None, :], axis=1)
+    centres = ops.max(is_centre[..., None] * classes[:, :, None, None, :], axis=1)
+    owner = ops.argmax(bump, axis=1)  # [B, H, W]
+    owner_boxes = ops.take_along_axis(boxes[:, :, None, None, :], owner[:, None, :, :, None], axis=1)[:, 0]
+    return heat, centres, owner_boxes, ops.max(bump, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="mnist_loc")
+class DetectionLoss(keras.losses.Loss):
+    """The detector's loss on packed targets ``[B, K, 5]`` and outputs ``[B, H, W, C + 4]``.
+
+    Heatmap: CenterNet's penalty-reduced focal loss (alpha 2, beta 4) against
+    :func:`heatmap_targets`. Boxes: ``1 - IoU + L1`` of each cell's decoded box against the
+    box of the digit that owns the cell, weighted by that digit's bump (so cells near a
+    centre, where peaks land, regress its box), times ``box_weight``. Both are summed
+    over the batch and divided by its number of digits (at least 1).
+    """
+
+    def __init__(self, canvas_size: int = 50, box_weight: float = 1.0, name="detection", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.canvas_size, self.box_weight = int(canvas_size), float(box_weight)
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
+        height, width, num_classes = y_pred.shape[1], y_pred.shape[2], y_pred.shape[3] - 4
+        heat, centres, owner_boxes, weight = heatmap_targets(y_true, height, width, num_classes, self.canvas_size)
+        logits = y_pred[..., :num_classes]
+        probability = ops.sigmoid(logits)
+        positive = centres * ops.square(1 - probability) * -ops.log_sigmoid(logits)
+        negative = (1 - centres) * ops.power(1 - heat, 4) * ops.square(probability) * -ops.log_sigmoid(-logits)
+        focal = ops.sum(positive + negative, axis=[1, 2, 3])  # [B]
+        boxes = _decode_boxes(y_pred[..., num_classes:], self.canvas_size)
+        errors = 1.0 - iou_tensor(boxes, owner_boxes, ops) + ops.mean(ops.abs(boxes - owner_boxes), axis=-1)
+        box = ops.sum(weight * errors, axis=[1, 2]) / ops.maximum(ops.sum(weight, axis=[1, 2]), 1e-6)  # [B]
+        digits = ops.sum(ops.cast(y_true[..., 0] >= 0, "float32"), axis=1)
+        batch = ops.cast(ops.shape(y_true)[0], "float32")
+        # Mean over the batch after the reduction: per-canvas sums scaled so the result is the sum over digits.
+        return (focal + self.box_weight * box * digits) * batch / ops.maximum(ops.sum(digits), 1.0)
+
+    def get_config(self):
+        return {**super().get_config(), "canvas_size": self.canvas_size, "box_weight": self.box_weight}
+
+
+def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS) -> dict:
+    """Detections of raw outputs ``[B, H, W, C + 4]`` (numpy or tensor), best first.
+
+    A detection is a cell whose best class score (sigmoid of the heatmap) is the largest of
+    its 3x3 neighbourhood (one peak per place, whatever its class), with that class and the
+    cell's decoded box. Returns numpy ``{"boxes": float32 [B, M, 4], "labels": int32 [B, M]
+    (-1 where fewer than M peaks), "scores": float32 [B, M] (sorted, highest first, 0 where
+    none)}``, ``M = min(max_detections, H W)``.
+    """
+    detections = ops.convert_to_tensor(detections, "float32")
+    num_classes = detections.shape[-1] - 4
+    heat = ops.sigmoid(detections[..., :num_classes])
+    best = ops.max(heat, axis=-1)  # [B, H, W]
+    label = ops.argmax(heat, axis=-1)
+    peaks = ops.equal(best, ops.squeeze(ops.max_pool(best[..., None], 3, strides=1, padding="same"), -1))
+    score = ops.where(peaks, best, 0.0)
+    batch = ops.shape(score)[0]
+    flat_score = ops.reshape(score, [batch, -1])
+    scores, where = ops.top_k(flat_score, k=min(max_detections, flat_score.shape[-1]))
+    boxes = ops.reshape(_decode_boxes(detections[..., num_classes:], canvas_size), [batch, -1, 4])
+    boxes = ops.take_along_axis(boxes, where[..., None], axis=1)
+    labels = ops.take_along_axis(ops.reshape(label, [batch, -1]), where, axis=1)
+    scores = ops.convert_to_numpy(scores).astype(np.float32)
+    labels = np.where(scores > 0, ops.convert_to_numpy(labels), -1).astype(np.int32)
+    return {"boxes": ops.convert_to_numpy(boxes).astype(np.float32), "labels": labels, "scores": scores}
+
+
+def compile_detector(model: keras.Model, *, canvas_size: int, learning_rate=1e-3, box_weight: float = 1.0,
+                     ema_momentum: float = 0.0, steps_per_execution: int = 1) -> keras.Model:
+    """Compile a model with the detector's outputs in place: Adam(``learning_rate``, a float
+    or a schedule), :class:`DetectionLoss` on ``detections``; ``ema_momentum`` > 0 keeps an
+    average of the weights as in :func:`mnist_loc.model.compile_model`."""
+    optimizer = (keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum
+                 else keras.optimizers.Adam(learning_rate))
+    model.compile(optimizer=optimizer, loss={"detections": DetectionLoss(canvas_size, box_weight)},
+                  steps_per_execution=check_positive_int(steps_per_execution, "steps_per_execution"))
+    return model
