@@ -1,0 +1,77 @@
+"""Scoring detections: COCO AP by pycocotools, counting and fully-right canvases, by hand."""
+
+import numpy as np
+import pytest
+
+from mnist_loc.detection_eval import choose_count_threshold, coco_metrics, detection_report, fully_right
+
+S = 50
+
+
+def px(*boxes):
+    return np.asarray(boxes, np.float32) / S
+
+
+# Two canvases, class 0 only. Canvas 0: digits A, B; canvas 1: none.
+TRUE_LABELS = np.array([[0, 0], [-1, -1]])
+TRUE_BOXES = np.stack([px((2, 2, 12, 22), (30, 10, 40, 30)), px((0, 0, 0, 0), (0, 0, 0, 0))])
+
+
+def detections(rows):
+    """Per canvas a list of (label, box px, score) -> padded arrays [N, 3]."""
+    boxes = np.zeros((len(rows), 3, 4), np.float32)
+    labels = np.full((len(rows), 3), -1, np.int32)
+    scores = np.zeros((len(rows), 3), np.float32)
+    for i, row in enumerate(rows):
+        for j, (label, box, score) in enumerate(row):
+            boxes[i, j], labels[i, j], scores[i, j] = px(box)[0], label, score
+    return {"boxes": boxes, "labels": labels, "scores": scores}
+
+
+def test_coco_ap_of_a_hand_computed_case():
+    # Ranked: A exactly (0.9, TP), a false one on the empty canvas (0.8, FP), B exactly (0.7, TP).
+    # Precision/recall: 1/1 at 0.5, 1/2 at 0.5, 2/3 at 1.0. COCO interpolates precision as the best
+    # to the right over 101 recall points: 51 points (0 .. 0.50) at 1, 50 points (0.51 .. 1) at 2/3.
+    found = detections([[(0, (2, 2, 12, 22), 0.9), (0, (30, 10, 40, 30), 0.7)], [(0, (5, 5, 15, 25), 0.8)]])
+    metrics = coco_metrics(TRUE_LABELS, TRUE_BOXES, found["boxes"], found["labels"], found["scores"], num_classes=10, canvas_size=S)
+    expected = (51 + 50 * 2 / 3) / 101
+    for key in ("ap", "ap50", "ap75"):
+        assert metrics[key] == pytest.approx(expected, abs=1e-6), key
+    assert metrics["ar10"] == pytest.approx(1.0)
+    assert metrics["ap50_per_class"]["0"] == pytest.approx(expected, abs=1e-6)
+    assert metrics["ap50_per_class"]["5"] is None, "a class with no true digit has no AP"
+
+
+def test_coco_ap_sees_box_quality_between_iou_thresholds():
+    # B found with its box 2 px too wide on the right: IoU = 200 / 240 = 0.833 (a hit up to 0.80).
+    found = detections([[(0, (2, 2, 12, 22), 0.9), (0, (30, 10, 42, 30), 0.8)], []])
+    metrics = coco_metrics(TRUE_LABELS, TRUE_BOXES, found["boxes"], found["labels"], found["scores"], num_classes=10, canvas_size=S)
+    assert metrics["ap50"] == pytest.approx(1.0) and metrics["ap75"] == pytest.approx(1.0)
+    # IoU thresholds .50 .. .80 (7 of 10): AP 1; .85 .. .95: only A, recall 1/2 -> 51 of 101 points.
+    assert metrics["ap"] == pytest.approx((7 * 1.0 + 3 * 51 / 101) / 10, abs=1e-6)
+
+
+def test_counting_and_fully_right_by_hand():
+    true_labels = np.array([[3, 7], [1, -1], [-1, -1], [4, 4]])
+    true_boxes = np.stack([px((2, 2, 12, 22), (30, 10, 40, 30))] * 4)
+    rows = [
+        [(3, (2, 2, 12, 22), 0.9), (7, (30, 10, 40, 30), 0.8)],  # right
+        [(1, (2, 2, 12, 22), 0.9), (1, (30, 10, 40, 30), 0.3)],  # an extra below threshold: right at 0.5
+        [(2, (2, 2, 12, 22), 0.6)],  # an extra on an empty canvas: counted wrong
+        [(4, (2, 2, 12, 22), 0.9), (9, (30, 10, 40, 30), 0.7)],  # counted right, wrong class
+    ]
+    found = detections(rows)
+    right = fully_right(true_labels, true_boxes, found["boxes"], found["labels"], found["scores"], threshold=0.5)
+    assert right.tolist() == [True, True, False, False]
+    report = detection_report(true_labels, true_boxes, found, threshold=0.5, num_classes=10, canvas_size=S)
+    assert report["count_accuracy"] == 0.75 and report["fully_right"] == 0.5 and report["num_digits"] == 5
+    assert report["count_confusion"] == [[0, 1, 0], [0, 1, 0], [0, 0, 2]]
+    misplaced = detections([[(3, (2, 2, 12, 22), 0.9), (7, (20, 10, 30, 30), 0.8)]])  # IoU 0 with the true 7
+    assert not fully_right(true_labels[:1], true_boxes[:1], misplaced["boxes"], misplaced["labels"], misplaced["scores"], 0.5)[0]
+
+
+def test_count_threshold_is_chosen_where_counting_is_best():
+    true_labels = np.array([[1, -1], [1, 2], [-1, -1]])
+    scores = np.array([[0.9, 0.3], [0.8, 0.6], [0.2, 0.1]])
+    # Counts right on all three only for 0.31 <= t <= 0.6: the smallest tried is 0.31.
+    assert choose_count_threshold(scores, true_labels) == pytest.approx(0.31)

@@ -1,0 +1,101 @@
+"""The detector: its outputs, targets, loss and decoding on hand-made canvases whose answer is known."""
+
+import numpy as np
+import pytest
+
+from mnist_loc.artifacts import load_model, save_model
+from mnist_loc.detector import (
+    STRIDE, DetectionLoss, build_detector, count_threshold, decode, heatmap_targets, pack_targets, set_count_threshold,
+)
+
+S, C = 50, 10  # a 50 px canvas: a 25 x 25 grid of 2 px cells
+GRID = S // STRIDE
+
+
+def targets(*digits, k=2):
+    """Packed targets [1, K, 5] of (label, box in pixels) pairs."""
+    labels = np.full((1, k), -1, np.float32)
+    boxes = np.zeros((1, k, 4), np.float32)
+    for i, (label, box) in enumerate(digits):
+        labels[0, i], boxes[0, i] = label, np.asarray(box, np.float32) / S
+    return np.asarray(pack_targets(labels, boxes))
+
+
+def ideal_outputs(packed):
+    """The outputs a perfect detector gives: logit +12 at each digit's centre cell (its class),
+    -12 elsewhere, and at every cell the distances to the box of the digit owning it."""
+    heat, centres, owner_boxes, _ = (np.asarray(t) for t in heatmap_targets(packed, GRID, GRID, C, S))
+    logits = np.where(centres > 0, 12.0, -12.0)
+    centre = (np.arange(GRID) + 0.5) * STRIDE / S
+    cx, cy = centre[None, None, :], centre[None, :, None]
+    distances = np.stack([cx - owner_boxes[..., 0], cy - owner_boxes[..., 1], owner_boxes[..., 2] - cx, owner_boxes[..., 3] - cy], -1)
+    return np.concatenate([logits, distances], -1).astype(np.float32)
+
+
+FAR_APART = ((3, (2, 4, 16, 24)), (7, (30, 20, 44, 46)))
+TOUCHING = ((1, (10, 10, 20, 30)), (1, (20, 12, 31, 32)))  # same class, boxes share the edge x = 20 px
+
+
+def test_outputs_have_the_contract_shape_at_any_canvas_size():
+    for size, grid in ((50, 25), (75, 38)):
+        model = build_detector(size, C)
+        assert tuple(model(np.zeros((2, size, size, 1), np.float32))["detections"].shape) == (2, grid, grid, C + 4)
+
+
+def test_heatmap_targets_put_one_at_each_centre_cell_by_hand():
+    heat, centres, owner_boxes, weight = (np.asarray(t) for t in heatmap_targets(targets(*FAR_APART), GRID, GRID, C, S))
+    # Digit 3: box centre (9, 14) px -> cell (column 4, row 7); digit 7: (37, 33) px -> cell (18, 16).
+    assert centres.sum() == 2 and centres[0, 7, 4, 3] == 1 and centres[0, 16, 18, 7] == 1
+    assert heat[0, 7, 4, 3] == 1 and heat[0, 16, 18, 7] == 1 and heat[..., [0, 1, 2, 4, 5, 6, 8, 9]].max() == 0
+    assert 0 < heat[0, 7, 5, 3] < 1 and heat[0, 7, 5, 3] == pytest.approx(np.exp(-(2 / 50) ** 2 / (2 * (0.09 * 14 / 50) ** 2)), rel=1e-5)
+    np.testing.assert_allclose(owner_boxes[0, 7, 4], np.array(FAR_APART[0][1]) / S, rtol=1e-6)
+    np.testing.assert_allclose(owner_boxes[0, 16, 18], np.array(FAR_APART[1][1]) / S, rtol=1e-6)
+    assert weight[0, 7, 4] == 1 and weight[0, 0, 24] < 1e-6
+    empty = [np.asarray(t) for t in heatmap_targets(targets(), GRID, GRID, C, S)]
+    assert all(t.max() == 0 for t in (empty[0], empty[1], empty[3]))
+
+
+@pytest.mark.parametrize("digits", [FAR_APART, TOUCHING, ()], ids=["far_apart", "touching", "none"])
+def test_decoding_a_perfect_output_gives_back_every_digit(digits):
+    found = decode(ideal_outputs(targets(*digits)), S)
+    n = len(digits)
+    assert found["boxes"].shape == (1, 10, 4) and found["labels"].shape == (1, 10)
+    assert (found["scores"][0, :n] > 0.99).all() and (found["scores"][0, n:] < 1e-4).all()
+    assert np.all(np.diff(found["scores"][0]) <= 0), "sorted, highest first"
+    got = sorted((int(label), tuple(np.round(box * S, 3))) for label, box in zip(found["labels"][0, :n], found["boxes"][0, :n]))
+    assert got == sorted((label, tuple(float(v) for v in box)) for label, box in digits)
+
+
+def test_decoding_keeps_one_peak_per_place_whatever_its_class():
+    out = np.full((1, GRID, GRID, C + 4), -12.0, np.float32)
+    out[0, 5, 5, 2], out[0, 5, 6, 8] = 3.0, 2.0  # two classes fire on neighbouring cells: one digit
+    out[0, 20, 20, 4] = 1.0  # a weak peak elsewhere
+    out[0, 12, 12, 0], out[0, 12, 12, 6] = 0.5, 4.0  # two classes at one cell: the better one
+    found = decode(out, S)
+    assert found["labels"][0, :3].tolist() == [6, 2, 4] and found["scores"][0, 3] < 1e-4
+    np.testing.assert_allclose(found["scores"][0, :3], 1 / (1 + np.exp(-np.array([4.0, 3.0, 1.0]))), rtol=1e-6)
+
+
+def test_loss_is_lowest_for_the_right_answer_and_finite_without_digits():
+    loss = DetectionLoss(S)
+    for digits in (FAR_APART, TOUCHING):
+        y = targets(*digits)
+        right = float(loss(y, ideal_outputs(y)))
+        missed = ideal_outputs(targets(digits[0]))  # the second digit unseen
+        shifted = ideal_outputs(y)
+        shifted[..., C:] += 2 / S  # every box 2 px too large on each side
+        assert right < 1e-3 and float(loss(y, missed)) > 1.0 and float(loss(y, shifted)) > 0.05
+    empty = targets()
+    assert float(loss(empty, ideal_outputs(empty))) < 1e-3
+    assert np.isfinite(float(loss(empty, np.zeros((1, GRID, GRID, C + 4), np.float32))))
+
+
+def test_count_threshold_travels_in_the_keras_file(tmp_path):
+    model = build_detector(S, C)
+    assert count_threshold(model) == 0.5
+    assert set_count_threshold(model, 0.37)
+    save_model(model, tmp_path / "d.keras")
+    loaded = load_model(tmp_path / "d.keras")
+    assert count_threshold(loaded) == pytest.approx(0.37)
+    x = np.random.default_rng(0).random((2, S, S, 1), np.float32)
+    np.testing.assert_array_equal(np.asarray(loaded(x)["detections"]), np.asarray(model(x)["detections"]))
