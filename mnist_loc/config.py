@@ -1,8 +1,8 @@
 """The one config of a training run: a recipe and the task it trains on.
 
 A *recipe* is every field but the task, the seed and the speed-only fields. Named recipes:
-``"default"`` (mnist_loc's), ``"sized"`` (the sized tasks' own), ``"fast"`` and ``"lab"`` (the
-course lab's). How each was chosen, on validation canvases: docs/details.md and docs/testbed.md.
+``"default"`` (mnist_loc's), ``"sized"`` (the sized tasks' own), ``"detector"`` (the detection
+tasks'), ``"fast"`` and ``"lab"`` (the course lab's). How each was chosen, on validation canvases: docs/details.md and docs/testbed.md.
 Pure Python (no TensorFlow), so the command line checks its flags before loading anything heavy.
 """
 
@@ -19,10 +19,11 @@ RECIPES: dict = {
     "default": {},
     "sized": {"epochs": 20, "box_loss_weight": 1.0, "learning_rate": 5e-3, "label_smoothing": 0.1, "ema_momentum": 0.999},
     "fast": {"epochs": 4, "warmup_epochs": 0.2, "label_smoothing": 0.0},
+    "detector": {"epochs": 8, "learning_rate": 2e-3, "warmup_epochs": 0.5, "box_loss_weight": 1.0, "label_smoothing": 0.0},
     "lab": {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "schedule": "constant", "warmup_epochs": 0,
             "box_loss": "mse", "box_loss_weight": 1.0, "mixed_precision": False, "label_smoothing": 0.0},
 }
-TASK_RECIPES = {"sized": "sized", "sized-cluttered": "sized"}  # a named task's own recipe; the others: "default"
+TASK_RECIPES = {"sized": "sized", "sized-cluttered": "sized", "multi-mnist": "detector"}  # a named task's own recipe; the others: "default"
 _NOT_RECIPE = ("seed", "task", "validation_batch_size", "validation_canvases", "steps_per_execution")
 
 

@@ -35,9 +35,12 @@ def predict_detections(model, canvases, batch_size: int = 500, threshold: float 
     """
     import tensorflow as tf
 
-    forward = tf.function(lambda x: model(x, training=False)["detections"], autograph=False, reduce_retracing=True)
+    forward = tf.function(lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
     size = canvases.shape[1]
-    parts = [decode(forward(canvases[i: i + batch_size]), size, MAX_DETECTIONS) for i in range(0, len(canvases), batch_size)]
+    parts = []
+    for i in range(0, len(canvases), batch_size):
+        outputs = forward(canvases[i: i + batch_size])
+        parts.append(decode(outputs["detections"], size, MAX_DETECTIONS, count=outputs.get("count")))
     result = {k: np.concatenate([p[k] for p in parts]) for k in ("boxes", "labels", "scores")}
     threshold = _threshold(model, threshold)
     result["counts"] = (result["scores"] >= threshold).sum(axis=1).astype(np.int64)

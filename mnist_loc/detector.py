@@ -6,10 +6,15 @@ head scores "a digit of class c is centred here" (a heatmap per class) and the o
 the box of that digit as the distances from the cell's centre to its four edges. A canvas
 holds as many digits as the heatmap has peaks.
 
+Counting by peaks alone mistakes the strokes of one digit for two (a 7's bar, a 9's loop),
+so a third head, like the course model's classifier, looks at the whole canvas and says
+how many digits it holds; the ranked peaks are rescored by it (:func:`decode`).
+
 The detector's output contract (any Keras model with it trains and evaluates like the
 package's own): ``{"detections": float32 [B, H, W, C + 4]}`` on float32 ``[B, S, S, 1]``
 canvases, with ``H = W = ceil(S / STRIDE)``; channels ``[:C]`` are heatmap *logits* and
-``[C:]`` the distances ``(left, top, right, bottom)`` in canvas units (1 = the canvas side).
+``[C:]`` the distances ``(left, top, right, bottom)`` in canvas units (1 = the canvas side);
+optionally ``"count": float32 [B, K + 1]``, probabilities of 0 .. K digits on the canvas.
 Boxes are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas, as everywhere.
 
 Knows nothing of data: the loss takes the padded targets ``[B, K, 5]`` of
@@ -26,6 +31,7 @@ from .boxes import iou_tensor
 from .task import check_canvas_size, check_positive_int
 
 STRIDE = 2
+NMS_WINDOW = 5  # cells: a peak must be the best of its 5x5 neighbourhood (10 px at stride 2)
 MAX_DETECTIONS = 10  # per canvas: COCO's AR@10, and more than any multi-digit task holds
 HEAT_PRIOR = 0.01  # the heatmap's initial probability: few cells hold a digit's centre
 SIGMA_SCALE = 0.54 / 6  # a digit's heatmap bump: sigma = 0.09 x its box side (TTFNet's alpha / 6)
@@ -56,19 +62,24 @@ class CountThreshold(layers.Layer):
         return {**super().get_config(), "threshold": self.initial_threshold}
 
 
-def build_detector(canvas_size: int = 50, num_classes: int = 10, *, width: int = 48, dtype_policy=None) -> keras.Model:
+def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: int | None = 2, width: int = 48,
+                   dtype_policy=None) -> keras.Model:
     """The package's detector, uncompiled.
 
     Input float32 ``[B, S, S, 1]`` → Conv2D(32, 3, stride 2) → Conv2D(width, 3) →
     Conv2D(width, 3, dilation 2) → Conv2D(width, 3, dilation 4) → Conv2D(width, 3), all
     relu and "same" (receptive field 35 px, enough to see a whole 28 px digit from its
     centre) → 1x1 heads ``heatmap`` (C logits, bias at a 1% prior) and ``box`` (4
-    distances), concatenated as ``detections`` ``[B, ceil(S/2), ceil(S/2), C + 4]``.
-    ``dtype_policy`` sets the trunk's compute dtype; the heads compute in float32.
+    distances), concatenated as ``detections`` ``[B, ceil(S/2), ceil(S/2), C + 4]``; with
+    ``max_count`` K (None: no count head), Conv2D(64, 3, stride 2) → global mean and max →
+    Dense(64, relu) → ``count`` ``[B, K + 1]`` softmax. ``dtype_policy`` sets the trunk's
+    compute dtype; the heads compute in float32.
     """
     canvas_size = check_canvas_size(canvas_size)
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
     width = check_positive_int(width, "width")
+    if max_count is not None:
+        max_count = check_positive_int(max_count, "max_count")
     trunk = {"dtype": dtype_policy} if dtype_policy else {}
     inputs = keras.Input(shape=(canvas_size, canvas_size, 1), name="canvas")
     x = layers.Conv2D(32, 3, strides=STRIDE, padding="same", activation="relu", name="conv1", **trunk)(inputs)
@@ -78,15 +89,24 @@ def build_detector(canvas_size: int = 50, num_classes: int = 10, *, width: int =
     heat = layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(prior), name="heatmap", dtype="float32")(x)
     box = layers.Conv2D(4, 1, name="box", dtype="float32")(x)
     detections = layers.Concatenate(name="heads", dtype="float32")([heat, box])
-    detections = CountThreshold(name="count_threshold", dtype="float32")(detections)
-    return keras.Model(inputs, {"detections": detections}, name="mnist_loc_detector")
+    detections = CountThreshold(name="detections", dtype="float32")(detections)
+    outputs = {"detections": detections}
+    if max_count is not None:
+        c = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="count_conv", **trunk)(x)
+        c = layers.Concatenate(name="count_pool", dtype="float32")(
+            [layers.GlobalAveragePooling2D(name="count_mean", **trunk)(c), layers.GlobalMaxPooling2D(name="count_max", **trunk)(c)])
+        c = layers.Dense(64, activation="relu", name="count_dense", dtype="float32")(c)
+        outputs["count"] = layers.Dense(max_count + 1, activation="softmax", name="count", dtype="float32")(c)
+    return keras.Model(inputs, outputs, name="mnist_loc_detector")
 
 
 def count_threshold(model) -> float | None:
-    """The score threshold saved in ``model`` (its :class:`CountThreshold` layer), or None."""
+    """The score threshold saved in ``model`` (its :class:`CountThreshold` layer), or None.
+
+    Rounded to 6 decimals: the weight is float32, the thresholds tried have 2 decimals."""
     for layer in model.layers if hasattr(model, "layers") else ():
         if isinstance(layer, CountThreshold) and layer.built:
-            return float(ops.convert_to_numpy(layer.threshold))
+            return round(float(ops.convert_to_numpy(layer.threshold)), 6)
     return None
 
 
@@ -97,6 +117,11 @@ def set_count_threshold(model, threshold: float) -> bool:
             layer.threshold.assign(float(threshold))
             return True
     return False
+
+
+def count_targets(labels, max_count: int):
+    """One-hot ``[B, K + 1]`` of the number of digits in padded ``labels`` ``[B, K]`` (-1: none)."""
+    return ops.one_hot(ops.sum(ops.cast(ops.convert_to_tensor(labels) >= 0, "int32"), axis=-1), max_count + 1)
 
 
 def pack_targets(labels, boxes):
@@ -186,21 +211,24 @@ class DetectionLoss(keras.losses.Loss):
         return {**super().get_config(), "canvas_size": self.canvas_size, "box_weight": self.box_weight}
 
 
-def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS) -> dict:
+def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS, count=None, window: int = NMS_WINDOW) -> dict:
     """Detections of raw outputs ``[B, H, W, C + 4]`` (numpy or tensor), best first.
 
     A detection is a cell whose best class score (sigmoid of the heatmap) is the largest of
-    its 3x3 neighbourhood (one peak per place, whatever its class), with that class and the
-    cell's decoded box. Returns numpy ``{"boxes": float32 [B, M, 4], "labels": int32 [B, M]
-    (-1 where fewer than M peaks), "scores": float32 [B, M] (sorted, highest first, 0 where
-    none)}``, ``M = min(max_detections, H W)``.
+    its ``window x window`` neighbourhood (one peak per place, whatever its class), with that
+    class and the cell's decoded box. With ``count`` ``[B, K + 1]`` (the count head's
+    probabilities), the ``i``-th best peak's score becomes the geometric mean of its own and
+    the probability of more than ``i`` digits, so a canvas the count head reads as one digit
+    keeps one confident detection. Returns numpy ``{"boxes": float32 [B, M, 4], "labels":
+    int32 [B, M] (-1 where fewer than M peaks), "scores": float32 [B, M] (sorted, highest
+    first, 0 where none)}``, ``M = min(max_detections, H W)``.
     """
     detections = ops.convert_to_tensor(detections, "float32")
     num_classes = detections.shape[-1] - 4
     heat = ops.sigmoid(detections[..., :num_classes])
     best = ops.max(heat, axis=-1)  # [B, H, W]
     label = ops.argmax(heat, axis=-1)
-    peaks = ops.equal(best, ops.squeeze(ops.max_pool(best[..., None], 3, strides=1, padding="same"), -1))
+    peaks = ops.equal(best, ops.squeeze(ops.max_pool(best[..., None], window, strides=1, padding="same"), -1))
     score = ops.where(peaks, best, 0.0)
     batch = ops.shape(score)[0]
     flat_score = ops.reshape(score, [batch, -1])
@@ -210,16 +238,30 @@ def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS) -
     labels = ops.take_along_axis(ops.reshape(label, [batch, -1]), where, axis=1)
     scores = ops.convert_to_numpy(scores).astype(np.float32)
     labels = np.where(scores > 0, ops.convert_to_numpy(labels), -1).astype(np.int32)
-    return {"boxes": ops.convert_to_numpy(boxes).astype(np.float32), "labels": labels, "scores": scores}
+    boxes = ops.convert_to_numpy(boxes).astype(np.float32)
+    if count is not None:
+        count = np.asarray(count, np.float64)
+        more_than = 1.0 - np.cumsum(count, axis=-1)[:, :-1]  # P(count > i), i = 0 .. K - 1
+        beyond = np.zeros((len(count), max(scores.shape[1] - more_than.shape[1], 0)))
+        more_than = np.clip(np.concatenate([more_than, beyond], axis=1)[:, : scores.shape[1]], 0.0, 1.0)
+        scores = np.sqrt(scores * more_than).astype(np.float32)
+        order = np.argsort(-scores, axis=1, kind="stable")
+        scores, labels = np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)
+        boxes = np.take_along_axis(boxes, order[..., None], 1)
+    return {"boxes": boxes, "labels": labels, "scores": scores}
 
 
-def compile_detector(model: keras.Model, *, canvas_size: int, learning_rate=1e-3, box_weight: float = 1.0,
+def compile_detector(model: keras.Model, *, canvas_size: int, count: bool = False, learning_rate=1e-3, box_weight: float = 1.0,
                      ema_momentum: float = 0.0, steps_per_execution: int = 1) -> keras.Model:
     """Compile a model with the detector's outputs in place: Adam(``learning_rate``, a float
-    or a schedule), :class:`DetectionLoss` on ``detections``; ``ema_momentum`` > 0 keeps an
-    average of the weights as in :func:`mnist_loc.model.compile_model`."""
+    or a schedule), :class:`DetectionLoss` on ``detections`` and, if the model has a
+    ``count`` output, categorical cross-entropy on it (weight 1); ``ema_momentum`` > 0 keeps
+    an average of the weights as in :func:`mnist_loc.model.compile_model`."""
+    losses = {"detections": DetectionLoss(canvas_size, box_weight)}
+    if count:
+        losses["count"] = "categorical_crossentropy"
     optimizer = (keras.optimizers.Adam(learning_rate, use_ema=True, ema_momentum=ema_momentum) if ema_momentum
                  else keras.optimizers.Adam(learning_rate))
-    model.compile(optimizer=optimizer, loss={"detections": DetectionLoss(canvas_size, box_weight)},
+    model.compile(optimizer=optimizer, loss=losses,
                   steps_per_execution=check_positive_int(steps_per_execution, "steps_per_execution"))
     return model

@@ -8,6 +8,7 @@ NaN guard (Keras' TerminateOnNaN) and reproducibility (seeds, op determinism whi
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import math
@@ -23,7 +24,7 @@ from tensorflow.python.framework import config as tf_config  # op determinism's 
 
 from .config import TrainConfig
 from .data import Digits, make_dataset
-from .detector import build_detector, compile_detector, pack_targets
+from .detector import build_detector, compile_detector, count_targets, pack_targets
 from .model import build_model, compile_model, trunk_policy
 from .safe_writes import atomic_path, write_json
 
@@ -79,7 +80,7 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
     (:mod:`mnist_loc.detector`). A detection task (``detection``) needs the detector's.
 
     Runs the model once on two black canvases (inference mode; no weights change).
-    Returns True for a model with the detector's outputs.
+    Returns the names of its outputs.
     """
     expected = f"{{'classification': [B, {num_classes}] class probabilities, 'bounding_box': [B, 4]}}"
     grid = -(-canvas_size // 2)
@@ -89,14 +90,17 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
     except Exception as error:
         reason = " ".join(str(error).split())[:300]
         raise ModelOutputError(f"the model fails on float32 [B, {canvas_size}, {canvas_size}, 1] canvases ({type(error).__name__}: {reason})") from None
-    if detection and not (isinstance(outputs, dict) and set(outputs) == {"detections"}):
+    detector = isinstance(outputs, dict) and set(outputs) in ({"detections"}, {"detections", "count"})
+    if detection and not detector:
         got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
         raise ModelOutputError(f"a task with several digits per canvas needs a model with outputs {expected_detector}, got {got}")
-    if isinstance(outputs, dict) and set(outputs) == {"detections"}:
+    if detector:
         shape = tuple(outputs["detections"].shape)
         if shape != (2, grid, grid, num_classes + 4):
             raise ModelOutputError(f"the model's outputs must be {expected_detector}, got {list(shape)} for B=2")
-        return True
+        if "count" in outputs and not (len(outputs["count"].shape) == 2 and outputs["count"].shape[0] == 2):
+            raise ModelOutputError(f"the model's 'count' output must be [B, K + 1] probabilities, got {list(outputs['count'].shape)} for B=2")
+        return frozenset(outputs)
     if not isinstance(outputs, dict):
         raise ModelOutputError(f"the model must return a dict {expected}, got {type(outputs).__name__}")
     if set(outputs) != {"classification", "bounding_box"}:
@@ -115,14 +119,15 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
 
 
 def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None,
-                   detection: bool = False) -> keras.Model:
+                   detection: bool = False, max_count: int = 2) -> keras.Model:
     """The model a run trains, uncompiled and unchecked: ``model`` None is the course model,
     or the detector for a ``detection`` task (its trunk's dtype from ``mixed_precision``, see
     ``model.trunk_policy``), a ``keras.Model`` is itself, a callable ``f(canvas_size=S,
     num_classes=C)`` is what it builds."""
+    if model is None and detection:
+        return build_detector(canvas_size, num_classes, max_count=max_count, dtype_policy=trunk_policy(mixed_precision))
     if model is None:
-        build = build_detector if detection else build_model
-        return build(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
+        return build_model(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
     if isinstance(model, keras.Model):
         return model
     if not callable(model):
@@ -133,13 +138,13 @@ def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: b
     return built
 
 
-def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, detector: bool = False) -> keras.Model:
+def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, outputs=frozenset()) -> keras.Model:
     """Compile ``model`` in place with ``config``'s recipe (optimizer, schedule, losses, label
     smoothing, weight averaging, steps per call; one under a ``tf.distribute`` strategy);
-    a ``detector`` with :func:`mnist_loc.detector.compile_detector`."""
-    if detector:
+    a model with the detector's ``outputs`` with :func:`mnist_loc.detector.compile_detector`."""
+    if "detections" in outputs:
         return compile_detector(
-            model, canvas_size=config.task.canvas_size, learning_rate=learning_rate_schedule(config, steps_per_epoch),
+            model, canvas_size=config.task.canvas_size, count="count" in outputs, learning_rate=learning_rate_schedule(config, steps_per_epoch),
             box_weight=config.box_loss_weight, ema_momentum=config.ema_momentum,
             steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
         )
@@ -235,9 +240,9 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     with _op_determinism(config.deterministic):
         with strategy.scope():
-            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision, detection)
-            detector = check_model_outputs(model, config.task.canvas_size, digits.num_classes, detection)
-            compile_for(model, config, steps, detector)
+            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision, detection, config.task.max_count)
+            outputs = check_model_outputs(model, config.task.canvas_size, digits.num_classes, detection)
+            compile_for(model, config, steps, outputs)
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))
         train_ds = make_dataset("train", digits, task=config.task, batch_size=config.batch_size, seed=config.seed, first_step=start_epoch * steps)
         val_ds = make_dataset("validation", digits, task=config.task, batch_size=config.validation_batch_size, seed=config.seed)
@@ -247,8 +252,9 @@ def train(
             count = min(config.validation_canvases, available)
             val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
             val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
-        if detector:
-            train_ds, val_ds = train_ds.map(_detector_targets), val_ds.map(_detector_targets)
+        if "detections" in outputs:
+            to_targets = functools.partial(_detector_targets, count=config.task.max_count if "count" in outputs else None)
+            train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
         recorder = _Recorder(history, seconds_before, backup_dir, config)
         # SwapEMAWeights: validation scores the averaged weights, the ones train() returns; swapped
         # back before the backup is written, so a resumed run continues from the raw weights.
@@ -269,11 +275,15 @@ def train(
     return TrainResult(model, history, recorder.seconds, recorder.cpu_seconds, start_epoch)
 
 
-def _detector_targets(images, targets):
-    """A batch's targets as the detector's loss takes them (a single-digit task's as K = 1)."""
+def _detector_targets(images, targets, count=None):
+    """A batch's targets as the detector's losses take them (a single-digit task's as K = 1);
+    with ``count`` K, the one-hot number of digits for the count head too."""
     if "labels" not in targets:
         targets = {"labels": tf.argmax(targets["classification"], -1)[:, None], "boxes": targets["bounding_box"][:, None, :]}
-    return images, {"detections": pack_targets(targets["labels"], targets["boxes"])}
+    packed = {"detections": pack_targets(targets["labels"], targets["boxes"])}
+    if count is not None:
+        packed["count"] = count_targets(targets["labels"], count)
+    return images, packed
 
 
 def remove_backup(backup_dir) -> None:

@@ -199,3 +199,54 @@ def test_presets_pick_the_recipe_and_flags_go_on_top(flags, expected):
         "course-refined": TrainConfig(task=Task(scale=(0.5, 2.0), box="ink")),  # the recipe stays the named task's
     }[expected]
     assert (config == TrainConfig()) == (expected == "default")
+
+
+def test_detection_on_the_command_line_train_evaluate_table_predict(mnist_dir, tmp_path, capsys):
+    from matplotlib.image import imsave
+
+    out = tmp_path / "multi"
+    status, stdout, stderr = run_main(capsys, "train", "--task", "multi-mnist", "--epochs", 1, "--steps-per-epoch", 30,
+                                      "--validation-canvases", 500, "--data-dir", mnist_dir, "--out", out)
+    assert status == 0, stderr
+    assert "epoch   1/1" in stdout and "val_loss" in stdout and "count accuracy" in stdout
+    assert {"model.keras", "task.json", "metrics.json", "history.csv", "predictions.png"} <= set(os.listdir(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_examples"] == 10_000 and metrics["task"]["rules"] == "air" and 0.05 <= metrics["count_threshold"] <= 0.95
+    status, again, stderr = run_main(capsys, "evaluate", "--model", out / "model.keras", "--data-dir", mnist_dir, "--json", tmp_path / "e.json")
+    assert status == 0, stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    for key in ("num_examples", "num_digits", "ap", "ap50", "ap75", "ar10", "ap50_per_class", "count_accuracy", "fully_right",
+                "count_threshold", "count_confusion"):
+        assert report[key] == metrics[key], key
+    same_lines = lambda text: [line for line in text.splitlines() if line.startswith(("AP", "count", "fully", "canvases"))]  # noqa: E731
+    assert same_lines(again) == same_lines(stdout) and len(same_lines(again)) == 6
+    status, table, _ = run_main(capsys, "table", out)
+    assert status == 0 and "| multi-mnist | mnist_loc_detector | default (epochs=1, steps_per_epoch=30) | 1 | – | – | – | – |" in table
+
+    from mnist_loc.data import Digits, canvases_at
+
+    images, labels, _ = canvases_at("test", [0, 1], digits=Digits.find("multi-mnist", mnist_dir), task="multi-mnist")
+    paths = [tmp_path / "a.png", tmp_path / "b.npy"]
+    imsave(paths[0], images[0, ..., 0], cmap="gray", vmin=0, vmax=1)
+    np.save(paths[1], images[1, ..., 0])
+    status, stdout, stderr = run_main(capsys, "predict", "--model", out / "model.keras", *paths, "--draw", tmp_path / "d.png")
+    assert status == 0, stderr
+    assert stdout.splitlines()[0].startswith(f"{paths[0]}: ") and " digit" in stdout.splitlines()[0]
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+
+    big = tmp_path / "big.npy"
+    np.save(big, np.zeros((60, 60), np.float32))
+    status, _, stderr = run_main(capsys, "predict", "--model", out / "model.keras", big)
+    assert status != 0 and len(stderr.strip().splitlines()) == 1 and "larger than the model's 50x50 canvas" in stderr
+
+
+def test_a_single_digit_model_on_a_multi_digit_task_is_one_line(mnist_dir, tmp_path, capsys):
+    from mnist_loc.model import build_model
+    from mnist_loc.task import TASKS
+
+    build_model(50).save(tmp_path / "model.keras")
+    (tmp_path / "task.json").write_text(json.dumps(TASKS["multi-mnist"].to_dict()))
+    status, _, stderr = run_main(capsys, "evaluate", "--model", tmp_path / "model.keras", "--data-dir", mnist_dir)
+    assert status != 0 and len(stderr.strip().splitlines()) == 1 and "needs a model with the detector's outputs" in stderr
+    status, _, stderr = run_main(capsys, "train", "--task", "multi-mnist", "--box", "patch", "--out", tmp_path / "run")
+    assert status != 0 and len(stderr.strip().splitlines()) == 1 and "tight ink boxes" in stderr

@@ -37,9 +37,11 @@ TOUCHING = ((1, (10, 10, 20, 30)), (1, (20, 12, 31, 32)))  # same class, boxes s
 
 
 def test_outputs_have_the_contract_shape_at_any_canvas_size():
-    for size, grid in ((50, 25), (75, 38)):
-        model = build_detector(size, C)
-        assert tuple(model(np.zeros((2, size, size, 1), np.float32))["detections"].shape) == (2, grid, grid, C + 4)
+    for size, grid, k in ((50, 25, 2), (75, 38, 1)):
+        outputs = build_detector(size, C, max_count=k)(np.zeros((2, size, size, 1), np.float32))
+        assert tuple(outputs["detections"].shape) == (2, grid, grid, C + 4)
+        assert tuple(outputs["count"].shape) == (2, k + 1) and np.allclose(np.sum(outputs["count"], -1), 1, atol=1e-5)
+    assert set(build_detector(S, C, max_count=None)(np.zeros((1, S, S, 1), np.float32))) == {"detections"}
 
 
 def test_heatmap_targets_put_one_at_each_centre_cell_by_hand():
@@ -74,6 +76,17 @@ def test_decoding_keeps_one_peak_per_place_whatever_its_class():
     found = decode(out, S)
     assert found["labels"][0, :3].tolist() == [6, 2, 4] and found["scores"][0, 3] < 1e-4
     np.testing.assert_allclose(found["scores"][0, :3], 1 / (1 + np.exp(-np.array([4.0, 3.0, 1.0]))), rtol=1e-6)
+
+
+def test_the_count_head_rescores_the_ranked_peaks_by_hand():
+    out = np.full((1, GRID, GRID, C + 4), -12.0, np.float32)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    out[0, 3, 3, 1], out[0, 15, 15, 2], out[0, 20, 5, 3] = logit(0.9), logit(0.8), logit(0.3)
+    # The count head: 0 digits 0.0, 1 digit 0.9, 2 digits 0.1 -> P(> 0) = 1, P(> 1) = 0.1, P(> 2) = 0.
+    found = decode(out, S, count=np.array([[0.0, 0.9, 0.1]]))
+    np.testing.assert_allclose(found["scores"][0, :3], [np.sqrt(0.9), np.sqrt(0.08), 0.0], rtol=1e-5, atol=1e-7)
+    assert found["labels"][0, :2].tolist() == [1, 2]
+    assert (found["scores"][0] >= 0.5).sum() == 1
 
 
 def test_loss_is_lowest_for_the_right_answer_and_finite_without_digits():

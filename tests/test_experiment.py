@@ -139,3 +139,41 @@ def test_a_model_whose_outputs_do_not_fit_is_refused_before_training(digits, tmp
     with pytest.raises((ModelOutputError, TypeError), match=match):
         run(TrainConfig(**QUICK), build, tmp_path / "run", digits=digits, callbacks=[])
     assert not (tmp_path / "run").exists(), "refused before any training step, and the empty folder is gone"
+
+
+SCENES = Task(canvas_size=32, box="ink", count=(0, 2), rules="air", canvases=(64, 40, 40))  # AIR's rules, small
+
+
+def own_detector(canvas_size, num_classes):
+    """A user's own functional detector: one strided conv and a 1x1 head, the detector's outputs."""
+    x = keras.Input((canvas_size, canvas_size, 1))
+    h = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    return keras.Model(x, {"detections": layers.Conv2D(num_classes + 4, 1)(h)}, name="own_detector")
+
+
+def test_your_own_detector_trains_resumes_bit_identically_and_is_scored_with_coco(digits, tmp_path):
+    config = TrainConfig(epochs=3, steps_per_epoch=3, batch_size=16, warmup_epochs=0, task=SCENES)
+    whole = train(config, digits, own_detector, verbose=0)
+    backup = tmp_path / "backup"
+    train(config, digits, own_detector, backup_dir=str(backup), verbose=0, callbacks=[StopAfterEpoch(2)])
+    resumed = train(config, digits, own_detector, backup_dir=str(backup), verbose=0)
+    assert resumed.resumed_from_epoch == 2 and resumed.history["loss"] == whole.history["loss"]
+    for a, b in zip(whole.model.weights, resumed.model.weights):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+    done = run(config, own_detector, tmp_path / "run", digits=digits, callbacks=[])
+    assert {"ap", "ap50", "count_accuracy", "fully_right", "count_threshold"} <= set(done.metrics)
+    assert done.report["num_examples"] == 40 and done.predictions["boxes"].shape == (40, 10, 4)
+    found = predict(done.model, done.predictions["images"][:3])
+    assert set(found) == {"boxes", "labels", "scores", "counts"} and found["counts"].shape == (3,)
+    assert np.all(np.diff(found["scores"], axis=1) <= 0)
+
+
+@pytest.mark.parametrize("build,match", [
+    (lambda canvas_size, num_classes: TinyLocalizer(num_classes), r"needs a model with outputs \{'detections': \[B, 16, 16, 14\]\}"),
+    (lambda canvas_size, num_classes: keras.Model(*(lambda x: (x, {"detections": layers.Conv2D(num_classes + 4, 1, strides=4)(x)}))(
+        keras.Input((canvas_size, canvas_size, 1)))), r"got \[2, 8, 8, 14\]"),
+], ids=["two heads", "wrong grid"])
+def test_a_model_that_cannot_detect_is_refused_before_training(digits, tmp_path, build, match):
+    with pytest.raises(ModelOutputError, match=match):
+        run(TrainConfig(epochs=1, steps_per_epoch=1, batch_size=16, task=SCENES), build, tmp_path / "run", digits=digits, callbacks=[])
+    assert not (tmp_path / "run").exists()
