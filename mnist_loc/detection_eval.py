@@ -55,12 +55,14 @@ def _threshold(model, threshold):
 
 
 def choose_count_threshold(scores, true_labels) -> float:
-    """The threshold in :data:`THRESHOLDS` that counts validation canvases best (the
-    smallest of equals). ``scores`` float ``[N, M]``, ``true_labels`` int ``[N, K]`` (-1: none)."""
+    """The threshold in :data:`THRESHOLDS` that counts validation canvases best; of equals,
+    the middle one (the lower of two middles), away from both edges of the best range.
+    ``scores`` float ``[N, M]``, ``true_labels`` int ``[N, K]`` (-1: none)."""
     truth = (np.asarray(true_labels) >= 0).sum(axis=1)
     scores = np.asarray(scores)
-    accuracy = [((scores >= t).sum(axis=1) == truth).mean() for t in THRESHOLDS]
-    return float(THRESHOLDS[int(np.argmax(accuracy))])
+    accuracy = np.array([((scores >= t).sum(axis=1) == truth).mean() for t in THRESHOLDS])
+    best = THRESHOLDS[accuracy == accuracy.max()]
+    return float(best[(len(best) - 1) // 2])
 
 
 def _pixels(boxes, canvas_size):
@@ -131,6 +133,29 @@ def fully_right(true_labels, true_boxes, boxes, labels, scores, threshold: float
             unmatched.remove(candidates[int(np.argmax(ious))])
         right[i] = not unmatched
     return right
+
+
+OUTCOMES = ("right", "missed", "extra", "wrong class", "loose box")
+
+
+def canvas_outcomes(true_labels, true_boxes, predictions: dict, threshold: float) -> np.ndarray:
+    """What went wrong on each canvas, the first that applies: ``"missed"`` (fewer detections
+    scoring >= ``threshold`` than digits), ``"extra"`` (more), ``"wrong class"`` (as many, but
+    a digit's class is not among them), ``"loose box"`` (classes right, a box below IoU 0.5)
+    or ``"right"`` (:func:`fully_right`). Returns a str array ``[N]``."""
+    counted = (predictions["scores"] >= threshold).sum(axis=1)
+    truth = (np.asarray(true_labels) >= 0).sum(axis=1)
+    right = fully_right(true_labels, true_boxes, predictions["boxes"], predictions["labels"], predictions["scores"], threshold)
+    kept = np.where(predictions["scores"] >= threshold, predictions["labels"], -1)
+    classes_right = np.array([sorted(t[t >= 0]) == sorted(k[k >= 0]) for t, k in zip(np.asarray(true_labels), kept)])
+    return np.select([right, counted < truth, counted > truth, ~classes_right], ["right", "missed", "extra", "wrong class"], "loose box")
+
+
+def unsure(scores, threshold: float, n: int = 10) -> np.ndarray:
+    """Indices of the ``n`` canvases with a detection scoring closest to the count threshold
+    (either side): where the count could flip."""
+    margin = np.abs(np.asarray(scores) - threshold).min(axis=1)
+    return np.argsort(margin, kind="stable")[:n]
 
 
 def detection_report(true_labels, true_boxes, predictions: dict, *, threshold: float, num_classes: int, canvas_size: int) -> dict:

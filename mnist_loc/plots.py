@@ -235,14 +235,15 @@ def plot_heatmaps(
     return fig
 
 
-def plot_detections(images, true_labels, true_boxes, predictions: dict, threshold: float = 0.5, *, ncols: int = 10,
+def plot_detections(images, true_labels, true_boxes, predictions: dict | None = None, threshold: float = 0.5, *, ncols: int = 10,
                     class_names=None, captions=None, title: str | None = None) -> Figure:
     """A grid of canvases with every true digit's box (green) and every detection scoring at
     least ``threshold`` (red, labelled ``class score``).
 
     ``images`` ``[N, S, S, 1]``; ``true_labels`` int ``[N, K]`` (-1: none) and ``true_boxes``
     ``[N, K, 4]``, or None; ``predictions``: ``{"boxes" [N, M, 4], "labels" [N, M], "scores"
-    [N, M]}`` as :func:`mnist_loc.evaluation.predict` gives them. ``captions``: optional
+    [N, M]}`` as :func:`mnist_loc.evaluation.predict` gives them, or None (the true boxes
+    alone, captioned with their digits). ``captions``: optional
     text under each canvas (default: the true digits, then what was counted).
     """
     images = np.asarray(images)
@@ -261,18 +262,45 @@ def plot_detections(images, true_labels, true_boxes, predictions: dict, threshol
         truth = [] if true_labels is None else [(int(c), b) for c, b in zip(true_labels[i], true_boxes[i]) if c >= 0]
         for _, box in truth:
             draw_box(ax, box, size, TRUE_COLOR, 1.0)
-        found = [(int(c), b, s) for c, b, s in zip(predictions["labels"][i], predictions["boxes"][i], predictions["scores"][i])
-                 if c >= 0 and s >= threshold]
+        found = [] if predictions is None else [
+            (int(c), b, s) for c, b, s in zip(predictions["labels"][i], predictions["boxes"][i], predictions["scores"][i])
+            if c >= 0 and s >= threshold]
         for label, box, score in found:
             draw_box(ax, box, size, PRED_COLOR, 1.0)
             ax.text(float(box[0]) * size - 0.5, float(box[1]) * size - 1, f"{name(label)} {score:.2f}", color=PRED_COLOR,
                     fontsize=6, va="bottom")
         if captions is not None:
             ax.set_title(captions[i], fontsize=7)
+        elif predictions is None:
+            ax.set_title(" ".join(name(c) for c, _ in truth) or "-", fontsize=7)
         else:
             true_text = " ".join(name(c) for c, _ in sorted(truth, key=lambda t: t[0])) or "-"
             found_text = " ".join(name(c) for c, _, _ in sorted(found, key=lambda t: t[0])) or "-"
             ax.set_title(f"{true_text} | {found_text}", fontsize=7, color="black" if true_text == found_text else PRED_COLOR)
     if title:
         fig.suptitle(title)
+    return fig
+
+
+def plot_detection_curve(points, budget_seconds: float = 600.0, title: str = "validation canvases") -> Figure:
+    """Validation AP@[.50:.95], AP50 and count accuracy against training seconds.
+
+    ``points``: dicts with ``train_seconds``, ``ap``, ``ap50``, ``count_accuracy`` (one per
+    run, e.g. runs of 2, 4, 8, ... passes); a dashed line marks ``budget_seconds``.
+    """
+    points = sorted(points, key=lambda p: p["train_seconds"])
+    seconds = [p["train_seconds"] for p in points]
+    fig = Figure(figsize=(7, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for ax, keys in ((left, ("ap", "ap50")), (right, ("count_accuracy", "fully_right"))):
+        for key in keys:
+            if all(key in p for p in points):
+                ax.plot(seconds, [p[key] for p in points], marker="o", label=key.replace("_", " "))
+        ax.axvline(budget_seconds, color="gray", linestyle="--", linewidth=1)
+        ax.set_xlabel("training seconds")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    left.set_title("COCO AP", fontsize=9)
+    right.set_title("counting", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return fig

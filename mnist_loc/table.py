@@ -67,3 +67,34 @@ def runs_table(folders) -> str:
         cells = [_summary([get(r) for r in runs], fmt) for _, get, fmt in COLUMNS]
         lines.append(f"| {task} | {model} | {recipe} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+DETECTION_COLUMNS = (
+    ("AP@[.50:.95]", "ap", "{:.4f}", 1.0), ("AP50", "ap50", "{:.4f}", 1.0), ("AP75", "ap75", "{:.4f}", 1.0),
+    ("AR@10", "ar10", "{:.4f}", 1.0), ("count acc", "count_accuracy", "{:.2f}%", 100.0),
+    ("fully right", "fully_right", "{:.2f}%", 100.0), ("train s", "train_seconds", "{:.0f}", 1.0),
+    ("CPU s", "train_cpu_seconds", "{:.0f}", 1.0),
+)
+
+
+def detection_table(folders) -> str:
+    """A Markdown table of detection run folders: one row per run (its seed), a row of their
+    means (lowest–highest), then per-class AP50 as the mean over the runs."""
+    runs = [read_metrics(folder) for folder in folders]
+    if not runs or any("ap" not in m for m in runs):
+        raise ValueError("detection_table needs run folders of a detection task")
+    header = ["run", *(title for title, *_ in DETECTION_COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(DETECTION_COLUMNS)]
+    for m in runs:
+        cells = [fmt.format(scale * m[key]) for _, key, fmt, scale in DETECTION_COLUMNS]
+        lines.append(f"| seed {m['config'].get('seed')} | " + " | ".join(cells) + " |")
+    if len(runs) > 1:
+        cells = [_summary([scale * m[key] for m in runs], fmt) for _, key, fmt, scale in DETECTION_COLUMNS]
+        lines.append(f"| **mean of {len(runs)}** | " + " | ".join(cells) + " |")
+    classes = list(runs[0]["ap50_per_class"])
+    names = runs[0].get("task", {}).get("class_names") or classes
+    lines += ["", "| AP50 per class | " + " | ".join(str(n) for n in names) + " |", "|---|" + "---:|" * len(classes)]
+    means = [statistics.mean(m["ap50_per_class"][c] for m in runs) if all(m["ap50_per_class"][c] is not None for m in runs) else None
+             for c in classes]
+    lines.append(f"| mean of {len(runs)} | " + " | ".join("–" if v is None else f"{v:.3f}" for v in means) + " |")
+    return "\n".join(lines)

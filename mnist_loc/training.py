@@ -72,7 +72,7 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, detection: bool = False) -> bool:
+def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, detection: bool = False) -> dict:
     """Raise :class:`ModelOutputError`, naming what is wrong, unless ``model`` maps float32
     ``[B, S, S, 1]`` canvases to ``{"classification": [B, num_classes] probabilities,
     "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin, xmax, ymax]`` normalized to the canvas)
@@ -80,7 +80,7 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
     (:mod:`mnist_loc.detector`). A detection task (``detection``) needs the detector's.
 
     Runs the model once on two black canvases (inference mode; no weights change).
-    Returns the names of its outputs.
+    Returns ``{output name: shape for B=2}``.
     """
     expected = f"{{'classification': [B, {num_classes}] class probabilities, 'bounding_box': [B, 4]}}"
     grid = -(-canvas_size // 2)
@@ -100,7 +100,7 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
             raise ModelOutputError(f"the model's outputs must be {expected_detector}, got {list(shape)} for B=2")
         if "count" in outputs and not (len(outputs["count"].shape) == 2 and outputs["count"].shape[0] == 2):
             raise ModelOutputError(f"the model's 'count' output must be [B, K + 1] probabilities, got {list(outputs['count'].shape)} for B=2")
-        return frozenset(outputs)
+        return {name: tuple(value.shape) for name, value in outputs.items()}
     if not isinstance(outputs, dict):
         raise ModelOutputError(f"the model must return a dict {expected}, got {type(outputs).__name__}")
     if set(outputs) != {"classification", "bounding_box"}:
@@ -138,7 +138,7 @@ def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: b
     return built
 
 
-def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, outputs=frozenset()) -> keras.Model:
+def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, outputs=()) -> keras.Model:
     """Compile ``model`` in place with ``config``'s recipe (optimizer, schedule, losses, label
     smoothing, weight averaging, steps per call; one under a ``tf.distribute`` strategy);
     a model with the detector's ``outputs`` with :func:`mnist_loc.detector.compile_detector`."""
@@ -253,7 +253,7 @@ def train(
             val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
             val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
         if "detections" in outputs:
-            to_targets = functools.partial(_detector_targets, count=config.task.max_count if "count" in outputs else None)
+            to_targets = functools.partial(_detector_targets, count=outputs["count"][-1] - 1 if "count" in outputs else None)
             train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
         recorder = _Recorder(history, seconds_before, backup_dir, config)
         # SwapEMAWeights: validation scores the averaged weights, the ones train() returns; swapped

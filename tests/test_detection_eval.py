@@ -73,5 +73,6 @@ def test_counting_and_fully_right_by_hand():
 def test_count_threshold_is_chosen_where_counting_is_best():
     true_labels = np.array([[1, -1], [1, 2], [-1, -1]])
     scores = np.array([[0.9, 0.3], [0.8, 0.6], [0.2, 0.1]])
-    # Counts right on all three only for 0.31 <= t <= 0.6: the smallest tried is 0.31.
-    assert choose_count_threshold(scores, true_labels) == pytest.approx(0.31)
+    # Counts right on all three only for 0.31 <= t <= 0.60 (30 thresholds): the middle, 0.45.
+    assert choose_count_threshold(scores, true_labels) == pytest.approx(0.45)
+    assert choose_count_threshold(np.array([[0.9, 0.3]]), np.array([[1, -1]])) == pytest.approx(0.60), "0.31 .. 0.90: 60, the 30th"

@@ -61,3 +61,16 @@ def test_runs_table_shows_detection_runs_beside_single_digit_runs(tmp_path):
     # By hand: AP 0.97 (0.96-0.98), AP50 0.9925, counted 99.60%, fully right 99.20%, 510 s, CPU 920 s.
     assert table[3] == ("| multi-mnist | mnist_loc_detector | default | 2 | – | – | – | – | 0.9700 (0.9600–0.9800) | "
                         "0.9925 (0.9900–0.9950) | 99.60% (99.50%–99.70%) | 99.20% (99.00%–99.40%) | 510 (500–520) | 920 (900–940) |")
+
+
+def test_detection_table_rows_mean_and_per_class_by_hand(tmp_path):
+    folders = [fake_detection_run(tmp_path / f"m{s}", s, ap, 0.99, 0.995, 0.99, 500.0 + 20 * s, 900.0) for s, ap in ((0, 0.96), (1, 0.98))]
+    for folder, per_class in zip(folders, ({"0": 0.9, "1": 1.0}, {"0": 0.8, "1": None})):
+        metrics = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**metrics, "ap75": 0.97, "ar10": 0.99, "ap50_per_class": per_class}))
+    from mnist_loc.table import detection_table
+
+    lines = detection_table(folders).splitlines()
+    assert lines[2] == "| seed 0 | 0.9600 | 0.9900 | 0.9700 | 0.9900 | 99.50% | 99.00% | 500 | 900 |"
+    assert lines[4].startswith("| **mean of 2** | 0.9700 (0.9600–0.9800) | 0.9900 (0.9900–0.9900) |") and "510 (500–520)" in lines[4]
+    assert lines[-1] == "| mean of 2 | 0.850 | – |", "(0.9 + 0.8) / 2; a class missing in one run has no mean"
