@@ -63,3 +63,15 @@ def test_your_own_model_notebook_runs_clean_with_small_parameters(mnist_dir, tmp
     assert len(images) == 1 + 2 + 1, "the task's canvases, each model's worst cases, where both look"
     assert text.count("mass inside the true box") == 2 and "glimpse on these 8: class right" in text
     assert "glimpse on cluttered-60:" in text and "course on cluttered-60:" in text
+
+
+def test_several_digits_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_path):
+    parameters = {"SEEDS": [0], "EPOCHS": 1, "STEPS_PER_EPOCH": 5, "CURVE_EPOCHS": [2], "COURSE_SEEDS": [0],
+                  "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "runs")}
+    text, markdown, images = execute("notebooks/several_digits.ipynb", tmp_path, parameters)
+    assert "multi-mnist: mnist on 50x50, 0-2 digits by AIR's rules" in text and "trained into" in text
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["course-detector-seed0", "curve-2", "multi-mnist-seed0"]
+    assert "| seed 0 |" in markdown and "| AP50 per class |" in markdown, "the test table, read back from the run folder"
+    assert "count accuracy" in text and text.count("passes:") == 2, "the curve's two points"
+    assert "| course | mnist_loc_detector |" in markdown and "course model (object_localization.ipynb's run)" in text
+    assert len(images) >= 1 + 1 + 1 + 1, "task canvases, curve, test canvases, unsure canvases (worst ones when any)"
