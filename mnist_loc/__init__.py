@@ -7,9 +7,10 @@ Modules, bottom up (a module imports only those before it):
   ``safe_writes`` (atomic files, one writer per folder): pure Python;
 - ``tfds_source`` (where digits come from), ``placement`` (how a canvas is drawn),
   ``data`` (the in-memory ``Digits`` a run trains on and the canvases drawn from them);
-- ``model`` (the course model, its losses), knowing nothing of data;
-- ``evaluation``, ``training``, ``explain`` (Grad-CAM) for any Keras model with the two
-  outputs; ``artifacts`` (the run folder), ``experiment`` (``run()``: train, score, write);
+- ``model`` (the course model, its losses) and ``detector`` (several digits per canvas: the
+  dense-head detector, its loss and decoding), knowing nothing of data;
+- ``detection_eval`` (COCO AP by pycocotools, counting), ``evaluation``, ``training``,
+  ``explain`` (Grad-CAM) for any Keras model with the two outputs or the detector's; ``artifacts`` (the run folder), ``experiment`` (``run()``: train, score, write);
 - ``table``, ``plots`` and ``cli`` on top.
 
 Names below are imported on first use, so ``import mnist_loc`` (and ``python -m mnist_loc
@@ -35,6 +36,8 @@ _EXPORTS = {
     "build_model": "model",
     "compile_model": "model",
     "MeanBoxIoU": "model",
+    "build_detector": "detector",
+    "evaluate_detections": "detection_eval",
     "train": "training",
     "TrainingDiverged": "training",
     "ModelOutputError": "training",

@@ -4,7 +4,6 @@ import hashlib
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mnist_loc.data import Digits, canvases_at, make_dataset
 from mnist_loc.placement import scene_attempt, scene_counts, stream_key
