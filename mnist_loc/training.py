@@ -116,6 +116,7 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
             "the model's 'classification' output must be probabilities (end it with a softmax): "
             f"rows sum to {', '.join(f'{v:.3g}' for v in probabilities.sum(-1))}"
         )
+    return shapes
 
 
 def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None,

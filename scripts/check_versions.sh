@@ -8,8 +8,8 @@
 #   pins       requirements.txt's exact pins on Python 3.11 (what CI runs)
 #   pins-3.12  the same pins on Python 3.12 (pins-3.13: on 3.13)
 #   colab      Google Colab's runtime: Python 3.13, TensorFlow 2.20.0, Keras 3.13.2, numpy 2.1.3;
-#              first the notebook's quick run as in a fresh runtime (no mnist_loc: its install
-#              cell installs the checkout), then the suite
+#              first the main and several-digits notebooks' quick runs as in a fresh runtime (no
+#              mnist_loc: their install cell installs the checkout), then the suite
 #   oldest     the lowest versions pyproject.toml claims: Python 3.11, TensorFlow 2.20.0, Keras 3.13.2,
 #              numpy 2.1.3 (TensorFlow 2.16.2 / Keras 3.3.3 / numpy 1.26.4 are untested candidates
 #              for lower bounds: they import and build the model)
@@ -70,9 +70,12 @@ for stack in "$@"; do
       began=$SECONDS
       # A fresh runtime: the notebook alone, no mnist_loc; its install cell installs the package only.
       nb=$work/fresh-runtime
-      mkdir -p "$nb" && cp object_localization.ipynb "$nb/"
+      mkdir -p "$nb" && cp object_localization.ipynb notebooks/several_digits.ipynb "$nb/"
       if (cd "$nb" && "$venv/bin/python" -m papermill object_localization.ipynb executed.ipynb --cwd "$nb" \
-          -p EPOCHS 1 -p STEPS_PER_EPOCH 50 -p CHECK_CANVASES 1000 -p MNIST_LOC_SOURCE "$root") >>"$log" 2>&1; then
+          -p EPOCHS 1 -p STEPS_PER_EPOCH 50 -p CHECK_CANVASES 1000 -p MNIST_LOC_SOURCE "$root" \
+          && "$venv/bin/python" -m papermill several_digits.ipynb executed-several.ipynb --cwd "$nb" \
+          -p EPOCHS 1 -p STEPS_PER_EPOCH 5 -y 'SEEDS: [0]' -y 'CURVE_EPOCHS: [2]' -y 'COURSE_SEEDS: []' \
+          -p OUT_DIR "$nb/runs" -p MNIST_LOC_SOURCE "$root") >>"$log" 2>&1; then
         fresh=", fresh-runtime notebook passed ($((SECONDS - began)) s)"
       else
         fresh=", fresh-runtime notebook FAILED"
