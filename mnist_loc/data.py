@@ -171,6 +171,14 @@ def _scene_batches(images, labels, task, batch_size, seed, split_code, training,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+SCENE_PIXELS = 64 * 300 * 300  # canvas pixels drawn at once for evaluation and canvases_at (64 canvases of 300 px)
+
+
+def scene_batch_size(task: Task, batch_size: int = 500) -> int:
+    """``batch_size`` capped so that one batch of ``task``'s canvases holds at most :data:`SCENE_PIXELS` pixels."""
+    return max(1, min(int(batch_size), SCENE_PIXELS // task.canvas_size**2))
+
+
 def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64, seed: int = 0, training=None,
                  first_step: int = 0) -> tf.data.Dataset:
     """Batches of a task's canvases drawn from ``digits``' ``split``, with class and box targets.
@@ -228,8 +236,13 @@ def canvases_at(split: str, indices, *, digits: Digits, task=None, seed: int = 0
     if task.canvases:
         key = stream_key(int(seed), _SPLIT_CODES[split], 0)
         counts = tf.gather(scene_counts(count, tf.random.experimental.stateless_fold_in(key, 0), task), indices)
-        canvases, found, boxes = draw_scenes(images, labels, tf.constant(indices, tf.int32), counts, key, task, count)
-        return canvases.numpy(), found.numpy().astype(np.int64), boxes.numpy()
+        parts = []
+        step = scene_batch_size(task)
+        for start in range(0, max(len(indices), 1), step):  # a few canvases at a time: a dense scene pastes K full-size digits
+            chunk = tf.constant(indices[start: start + step], tf.int32)
+            parts.append([t.numpy() for t in draw_scenes(images, labels, chunk, counts[start: start + step], key, task, count)])
+        canvases, found, boxes = (np.concatenate(p) for p in zip(*parts))
+        return canvases, found.astype(np.int64), boxes
     layout = draw_layout(len(images), stream_key(int(seed), _SPLIT_CODES[split], 0), task)
     layout = tf.nest.map_structure(lambda t: tf.gather(t, indices), layout)
     canvases, boxes = assemble(images, tf.constant(indices, tf.int32), layout, task)

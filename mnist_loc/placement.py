@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .task import BOX_DEFINITIONS, DIGIT_SIZE, Task, check_canvas_size
+from .boxes import iou_tensor
+from .task import BOX_DEFINITIONS, DETECTION_MAX_IOU, DETECTION_SIDES, DIGIT_SIZE, Task, check_canvas_size
 
 INK_THRESHOLD = 0.1  # a canvas pixel is ink at >= 10% of full intensity (25.5 of 255)
 
@@ -80,8 +81,21 @@ def resize_weights(starts, sizes, canvas_size: int):
     return tf.maximum(overlap, 0.0) / stretch
 
 
-def _paste(digits, offsets, sizes, size: int, box: str = "patch"):
-    """:func:`place_digits` without the checks, for int32 offsets and sizes drawn in range.
+def linear_weights(starts, sizes, canvas_size: int):
+    """Bilinear weights ``[B, 28, S]`` as OpenCV's ``cv2.resize(..., INTER_LINEAR)`` computes
+    them (what ``generate_data.py`` uses): canvas pixel ``X`` of a patch of ``s`` px starting at
+    ``start`` samples the digit at ``(X - start + 0.5) 28 / s - 0.5``, clamped to the digit's
+    edge pixels, from its two neighbouring pixels; no antialiasing when shrinking."""
+    side = tf.cast(sizes, tf.float32)[:, None, None]
+    u = tf.cast(tf.range(canvas_size)[None, None, :] - starts[:, None, None], tf.float32)
+    source = tf.clip_by_value((u + 0.5) * DIGIT_SIZE / side - 0.5, 0.0, DIGIT_SIZE - 1.0)
+    c = tf.cast(tf.range(DIGIT_SIZE), tf.float32)[None, :, None]
+    return tf.where((u >= 0) & (u < side), tf.maximum(1.0 - tf.abs(source - c), 0.0), 0.0)
+
+
+def _paste(digits, offsets, sizes, size: int, box: str = "patch", weights=resize_weights):
+    """:func:`place_digits` without the checks, for int32 offsets and sizes drawn in range;
+    ``weights``: :func:`resize_weights` (area) or :func:`linear_weights` (bilinear).
 
     The input pipeline calls this: its draws are in range by construction, and assert
     ops in a ``map`` would only add work to every batch.
@@ -89,8 +103,8 @@ def _paste(digits, offsets, sizes, size: int, box: str = "patch"):
     pixels = tf.cast(tf.reshape(digits, [-1, DIGIT_SIZE, DIGIT_SIZE]), tf.float32) / 255.0
     # Two batched matmuls paste (and resize) a whole batch, about 4x cheaper than a
     # scatter; unresized, every canvas pixel is one digit pixel times 1.0 plus zeros: exact.
-    columns = resize_weights(offsets[:, 0], sizes, size)  # [B, 28, S]
-    rows = resize_weights(offsets[:, 1], sizes, size)  # [B, 28, S]
+    columns = weights(offsets[:, 0], sizes, size)  # [B, 28, S]
+    rows = weights(offsets[:, 1], sizes, size)  # [B, 28, S]
     canvases = tf.matmul(rows, tf.matmul(pixels, columns), transpose_a=True)
     canvases = tf.minimum(canvases, 1.0)  # resampled sums of weights can round a hair above 1
     xy = tf.cast(offsets, tf.float32)
@@ -222,6 +236,7 @@ def assemble(digits, indices, layout, task: Task):
 
 AIR_SCALE = (1.3, 0.1)  # mean and standard deviation of AIR's digit scale s: a digit is int(28 / s) px
 MAX_REDRAWS = 200  # a canvas drawn again this often is a bug, not bad luck (p ~ 0.3 per redraw)
+MAX_PLACEMENTS = 100  # places tried per digit of a dense scene; generate_data.py tries forever
 
 
 def scene_counts(num_canvases: int, key, task: Task):
@@ -260,6 +275,8 @@ def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: 
     digits in drawing order, label -1 and box 0 where a canvas holds fewer than ``K``; boxes
     are each digit's own tight ink box ``[xmin, ymin, xmax, ymax]`` normalized to the canvas.
     """
+    if task.rules == "mnist-detection":
+        return draw_dense_scenes(digits, labels, indices, counts, key, task)
     size, k = task.canvas_size, task.max_count
     batch = tf.shape(indices)[0]
     present = tf.range(k)[None, :] < counts[:, None]  # [B, K]
@@ -288,3 +305,83 @@ def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: 
         lambda t, done, *_: (t < MAX_REDRAWS) & ~tf.reduce_all(done), step, start)
     tf.debugging.assert_equal(tf.reduce_all(done), True, message=f"a canvas overflowed in {MAX_REDRAWS} drawings")
     return canvas[..., None], found, boxes
+
+
+def dense_draws(indices, key, task: Task, num_digits: int):
+    """The random choices of dense-scene canvases ``indices`` (int32 ``[B]``), each keyed by
+    ``fold_in(fold_in(key, 1), index)`` alone: int32 ``sources [B, K]`` (digits of the split,
+    uniform with replacement), ``sides [B, K, T]`` (uniform in ``DETECTION_SIDES``) and
+    ``offsets [B, K, T, 2]`` (``(x, y)``, each uniform in ``0 .. S - side - 1``), ``T =
+    MAX_PLACEMENTS`` candidate places per digit slot, tried in order."""
+    fold = tf.random.experimental.stateless_fold_in
+    k, size = task.max_count, task.canvas_size
+    lo, hi = DETECTION_SIDES
+    base = fold(key, 1)
+
+    def one(index):
+        seed = fold(base, tf.cast(index, tf.int64))
+        sources = tf.random.stateless_uniform([k], seed=fold(seed, 1), maxval=num_digits, dtype=tf.int32)
+        sides = tf.random.stateless_uniform([k, MAX_PLACEMENTS], seed=fold(seed, 2), minval=lo, maxval=hi + 1, dtype=tf.int32)
+        unit = tf.random.stateless_uniform([k, MAX_PLACEMENTS, 2], seed=fold(seed, 3))
+        room = tf.cast(size - sides, tf.float32)[..., None]  # positions 0 .. S - side - 1
+        offsets = tf.minimum(tf.cast(tf.floor(unit * room), tf.int32), size - sides[..., None] - 1)
+        return sources, sides, offsets
+
+    return tf.map_fn(one, indices, fn_output_signature=(tf.int32, tf.int32, tf.int32))
+
+
+def place_dense(sides, offsets, boxes_of, present, canvas_size: int):
+    """The first free candidate place of each digit slot, slot after slot.
+
+    ``sides`` int32 ``[B, K, T]``, ``offsets`` int32 ``[B, K, T, 2]``: the candidates;
+    ``boxes_of(slot, side [B], offset [B, 2])`` → the slot's placed digits' tight boxes
+    ``[B, 4]`` normalized to the canvas; ``present`` bool ``[B, K]`` (a prefix per canvas).
+    A candidate is free when the IoU of its full square with every earlier digit's box is
+    below ``DETECTION_MAX_IOU``. Returns the chosen ``sides [B, K]``, ``offsets [B, K, 2]``
+    and ``boxes [B, K, 4]`` (0 where absent); raises ``InvalidArgumentError`` when a present
+    digit has no free candidate among its ``T``.
+    """
+    chosen_sides, chosen_offsets, boxes = [], [], []
+    for slot in range(sides.shape[1]):
+        side, offset = sides[:, slot], offsets[:, slot]  # [B, T], [B, T, 2]
+        corner = tf.cast(offset, tf.float32) / canvas_size
+        square = tf.concat([corner, corner + tf.cast(side, tf.float32)[..., None] / canvas_size], axis=-1)  # [B, T, 4]
+        if boxes:
+            earlier = tf.stack(boxes, axis=1)  # [B, slot, 4]
+            overlap = iou_tensor(square[:, :, None, :], earlier[:, None, :, :], tf)  # [B, T, slot]
+            free = tf.reduce_max(overlap, axis=-1) < DETECTION_MAX_IOU
+        else:
+            free = tf.ones_like(side, tf.bool)
+        tf.debugging.assert_equal(
+            tf.reduce_all(tf.reduce_any(free, axis=1) | ~present[:, slot]), True,
+            message=f"digit {slot + 1} of a dense scene found no place overlapping the earlier digits' boxes with IoU < "
+                    f"{DETECTION_MAX_IOU} in {MAX_PLACEMENTS} tries: the canvas is too small for {sides.shape[1]} digits")
+        first = tf.argmax(tf.cast(free, tf.int32), axis=1, output_type=tf.int32)
+        side = tf.gather(side, first, batch_dims=1)
+        offset = tf.gather(offset, first, batch_dims=1)
+        chosen_sides.append(side)
+        chosen_offsets.append(offset)
+        boxes.append(tf.where(present[:, slot, None], boxes_of(slot, side, offset), 0.0))
+    return tf.stack(chosen_sides, 1), tf.stack(chosen_offsets, 1), tf.stack(boxes, 1)
+
+
+def draw_dense_scenes(digits, labels, indices, counts, key, task: Task):
+    """Canvases ``indices`` of one pass by ``generate_data.py``'s rules (:mod:`mnist_loc.task`):
+    :func:`draw_scenes` for ``rules="mnist-detection"``, same arguments and returns. Digits
+    are resized bilinearly (:func:`linear_weights`), each boxed by its own ink before the
+    next is placed, added, and the sum clipped at 1."""
+    size = task.canvas_size
+    present = tf.range(task.max_count)[None, :] < counts[:, None]  # [B, K]
+    sources, sides, offsets = dense_draws(indices, key, task, len(digits))
+    canvas = [tf.zeros([tf.shape(indices)[0], size, size])]
+
+    def boxes_of(slot, side, offset):
+        image, box = _paste(tf.gather(digits, sources[:, slot]), offset, side, size, "ink", weights=linear_weights)
+        # A running sum: one canvas and one digit in memory at a time, not all K pasted digits.
+        canvas[0] = canvas[0] + image[..., 0] * tf.cast(present[:, slot], tf.float32)[:, None, None]
+        return box
+
+    _, _, boxes = place_dense(sides, offsets, boxes_of, present, size)
+    canvases = tf.minimum(canvas[0], 1.0)  # added, then clipped at full intensity
+    found = tf.where(present, tf.gather(tf.cast(labels, tf.int32), sources), -1)
+    return canvases[..., None], found, boxes

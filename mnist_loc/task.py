@@ -26,6 +26,15 @@ Two ways to place digits (``rules``):
   uniform in ``0 .. S - w - 1``; the digits are added, and a canvas on which any pixel
   would exceed full intensity is drawn again, all its digits (its count kept). ``canvases``
   says how many canvases a training pass, validation and test hold. Boxes: tight ink boxes.
+- ``"mnist-detection"``: dense scenes by the rules of ``hukkelas/MNIST-ObjectDetection``'s
+  ``generate_data.py`` (the set NTNU's TDT4265 trains an SSD300 on): a number of digits
+  uniform in ``count``, placed one after another; each digit's side uniform in
+  ``DETECTION_SIDES`` (the whole 28x28 digit resized square, bilinear as OpenCV's
+  ``INTER_LINEAR``), its top-left row and column uniform in ``0 .. S - side - 1``, both
+  drawn again (up to ``placement.MAX_PLACEMENTS`` times, then an error) until the IoU of
+  its full square with every earlier digit's tight box is below ``DETECTION_MAX_IOU``;
+  digits uniform with replacement from the split; pixels added, then clipped at full
+  intensity. Boxes: tight ink boxes.
 
 Two ways to cut the splits:
 
@@ -52,7 +61,10 @@ MIN_SCALE = 0.25
 # splits="mnist-cluttered" can restore the file order.
 FILE_ORDER_DATASETS = ("mnist", "fashion_mnist")
 MNIST_CLUTTERED_VALIDATION = 10_000
-PLACEMENT_RULES = ("mnist_loc", "air")
+PLACEMENT_RULES = ("mnist_loc", "air", "mnist-detection")
+SCENE_RULES = ("air", "mnist-detection")  # several digits per canvas, ``canvases`` per split
+DETECTION_SIDES = (15, 99)  # generate_data.py's randint(15, 100): digit sides 15 .. 99 px
+DETECTION_MAX_IOU = 0.25  # a new digit's square must overlap every earlier digit's box less
 
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
@@ -100,9 +112,10 @@ class Task:
       splits: ``"tfds"`` or ``"mnist-cluttered"`` (see the module doc).
       count: ``(lo, hi)`` digits per canvas, drawn uniformly per canvas; ``(1, 1)`` for the
         single-digit tasks. A task with another range is a *detection* task.
-      rules: ``"mnist_loc"`` or ``"air"`` (see the module doc; ``"air"`` ignores ``scale``).
-      canvases: ``(train pass, validation, test)`` canvases per split, for the ``"air"``
-        rules; None (``"mnist_loc"``): one canvas per digit of the split.
+      rules: ``"mnist_loc"``, ``"air"`` or ``"mnist-detection"`` (see the module doc; the
+        last two ignore ``scale``).
+      canvases: ``(train pass, validation, test)`` canvases per split, for the ``"air"`` and
+        ``"mnist-detection"`` rules; None (``"mnist_loc"``): one canvas per digit of the split.
     """
 
     dataset: str = "mnist"
@@ -145,11 +158,13 @@ class Task:
         if self.rules not in PLACEMENT_RULES:
             raise ValueError(f"rules must be one of {PLACEMENT_RULES}, got {self.rules!r}")
         canvases = None if self.canvases is None else tuple(self.canvases)
-        if self.rules == "air":
+        if self.rules in SCENE_RULES:
             if self.box != "ink" or self.clutter:
-                raise ValueError("rules='air' makes tight ink boxes and no clutter: set box='ink', clutter=0")
+                raise ValueError(f"rules={self.rules!r} makes tight ink boxes and no clutter: set box='ink', clutter=0")
             if canvases is None or len(canvases) != 3:
-                raise ValueError(f"rules='air' needs canvases=(train pass, validation, test), got {self.canvases!r}")
+                raise ValueError(f"rules={self.rules!r} needs canvases=(train pass, validation, test), got {self.canvases!r}")
+            if self.rules == "mnist-detection" and size <= DETECTION_SIDES[1]:
+                raise ValueError(f"rules='mnist-detection' places digits up to {DETECTION_SIDES[1]} px: canvas_size must be > {DETECTION_SIDES[1]}, got {size}")
             canvases = tuple(check_positive_int(n, "canvases") for n in canvases)
         elif count != (1, 1) or canvases is not None:
             raise ValueError("rules='mnist_loc' places one digit per canvas: count=(1, 1), canvases=None")
@@ -190,9 +205,10 @@ class Task:
         """One line: what the canvases are."""
         lo, hi = self.scale
         parts = [f"{self.dataset} on {self.canvas_size}x{self.canvas_size}"]
-        if self.rules == "air":
+        if self.rules in SCENE_RULES:
             train, validation, test = self.canvases
-            parts += [f"{self.count[0]}-{self.count[1]} digits by AIR's rules", "ink boxes",
+            rule = "AIR's rules" if self.rules == "air" else "generate_data.py's rules, sides {}-{} px".format(*DETECTION_SIDES)
+            parts += [f"{self.count[0]}-{self.count[1]} digits by {rule}", "ink boxes",
                       f"{train:,} training canvases a pass, {validation:,} validation, {test:,} test"]
             return (f"{self.name}: " if self.name else "") + ", ".join(parts)
         parts.append("28 px digits" if (lo, hi) == (1.0, 1.0) else f"scale {lo:g}-{hi:g}")
@@ -224,6 +240,8 @@ TASKS: dict = {
     "cluttered-100": Task(canvas_size=100, clutter=8, **_LITERATURE),
     # Several digits: AIR's multi-MNIST (Eslami et al. 2016), 0-2 digits on 50x50.
     "multi-mnist": Task(canvas_size=50, box="ink", count=(0, 2), rules="air", canvases=(60_000, 5_000, 10_000)),
+    # Dense scenes: hukkelas/MNIST-ObjectDetection (TDT4265's SSD300 set), 1-20 digits of 15-99 px on 300x300.
+    "mnist-detection": Task(canvas_size=300, box="ink", count=(1, 20), rules="mnist-detection", canvases=(10_000, 1_000, 1_000)),
 }
 
 
