@@ -20,10 +20,15 @@ RECIPES: dict = {
     "sized": {"epochs": 20, "box_loss_weight": 1.0, "learning_rate": 5e-3, "label_smoothing": 0.1, "ema_momentum": 0.999},
     "fast": {"epochs": 4, "warmup_epochs": 0.2, "label_smoothing": 0.0},
     "detector": {"epochs": 8, "learning_rate": 4e-3, "warmup_epochs": 0.5, "box_loss_weight": 5.0, "label_smoothing": 0.0},
+    "dense": {"epochs": 10, "batch_size": 32, "learning_rate": 2e-3, "warmup_epochs": 0.5, "box_loss_weight": 5.0,
+              "label_smoothing": 0.0, "detector": "wide", "validation_batch_size": 32},
     "lab": {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "schedule": "constant", "warmup_epochs": 0,
             "box_loss": "mse", "box_loss_weight": 1.0, "mixed_precision": False, "label_smoothing": 0.0},
 }
-TASK_RECIPES = {"sized": "sized", "sized-cluttered": "sized", "multi-mnist": "detector"}  # a named task's own recipe; the others: "default"
+# The detector's shapes (mnist_loc.detector.build_detector): "small" sees 35 px around a cell of a stride-2
+# grid (AIR's 50 px canvases); "wide" sees 135 px on a stride-4 grid (digits up to 99 px on 300 px).
+DETECTORS: dict = {"small": {"stride": 2, "dilations": (1, 2, 4, 1)}, "wide": {"stride": 4, "dilations": (1, 2, 4, 8, 1)}}
+TASK_RECIPES = {"sized": "sized", "sized-cluttered": "sized", "multi-mnist": "detector", "mnist-detection": "dense"}  # a named task's own recipe; the others: "default"
 _NOT_RECIPE = ("seed", "task", "validation_batch_size", "validation_canvases", "steps_per_execution")
 
 
@@ -49,6 +54,7 @@ class TrainConfig:
     mixed_precision: bool | None = None  # bfloat16 trunk; None: where the hardware has it
     label_smoothing: float = 0.1
     ema_momentum: float = 0.0  # > 0: validate with and keep an EMA of the weights
+    detector: str = "small"  # the package's detector's shape on a detection task, a name in DETECTORS
     task: Task = Task()  # a Task, a name in TASKS or Task.to_dict()
     seed: int = 0
     validation_batch_size: int = 500
@@ -66,6 +72,7 @@ class TrainConfig:
         _check_choice("mixed_precision", self.mixed_precision, (None, True, False))
         _check_choice("schedule", self.schedule, ("warmup_cosine", "constant"))
         _check_choice("box_loss", self.box_loss, BOX_LOSSES)
+        _check_choice("detector", self.detector, tuple(DETECTORS))
         for name, lowest, inclusive in (("learning_rate", 0, False), ("box_loss_weight", 0, False), ("warmup_epochs", 0, True)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (value >= lowest if inclusive else value > lowest):

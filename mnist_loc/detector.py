@@ -1,10 +1,12 @@
 """The detector: the course model's two heads, asked once per place instead of once per canvas.
 
 An anchor-free dense head ("Objects as Points", Zhou et al. 2019): a small fully
-convolutional trunk maps a canvas to a grid of stride :data:`STRIDE`; at each cell one
-head scores "a digit of class c is centred here" (a heatmap per class) and the other gives
-the box of that digit as the distances from the cell's centre to its four edges. A canvas
-holds as many digits as the heatmap has peaks.
+convolutional trunk maps a canvas to a grid of stride 2 (or 4, for large canvases); at
+each cell one head scores "a digit of class c is centred here" (a heatmap per class) and
+the other gives the box of that digit as the distances from the cell's centre to its four
+edges. A canvas holds as many digits as the heatmap has peaks. The grid's stride and the
+trunk's dilations set what a cell sees (:func:`build_detector`): 35 px for AIR's 50 px
+canvases, 135 px for digits up to 99 px on 300 px canvases.
 
 Counting by peaks alone mistakes the strokes of one digit for two (a 7's bar, a 9's loop),
 so a third head, like the course model's classifier, looks at the whole canvas and says
@@ -12,7 +14,8 @@ how many digits it holds; the ranked peaks are rescored by it (:func:`decode`).
 
 The detector's output contract (any Keras model with it trains and evaluates like the
 package's own): ``{"detections": float32 [B, H, W, C + 4]}`` on float32 ``[B, S, S, 1]``
-canvases, with ``H = W = ceil(S / STRIDE)``; channels ``[:C]`` are heatmap *logits* and
+canvases, with ``H = W = ceil(S / s)`` for a stride ``s`` in :data:`STRIDES` (the grid says
+which: :func:`grid_stride`); channels ``[:C]`` are heatmap *logits* and
 ``[C:]`` the distances ``(left, top, right, bottom)`` in canvas units (1 = the canvas side);
 optionally ``"count": float32 [B, K + 1]``, probabilities of 0 .. K digits on the canvas.
 Boxes are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas, as everywhere.
@@ -30,9 +33,10 @@ from keras import layers, ops
 from .boxes import iou_tensor
 from .task import check_canvas_size, check_positive_int
 
-STRIDE = 2
-NMS_WINDOW = 5  # cells: a peak must be the best of its 5x5 neighbourhood (10 px at stride 2)
-MAX_DETECTIONS = 10  # per canvas: COCO's AR@10, and more than any multi-digit task holds
+STRIDE = 2  # build_detector's default
+STRIDES = (1, 2, 4, 8, 16)  # the grids the detector's outputs may have
+NMS_PIXELS = 10  # a peak must be the best of the cells within about 10 px (5x5 cells at stride 2, 3x3 at 4)
+MAX_DETECTIONS = 10  # per canvas by default: COCO's AR@10 (evaluation keeps 5 per digit a task may hold)
 HEAT_PRIOR = 0.01  # the heatmap's initial probability: few cells hold a digit's centre
 SIGMA_SCALE = 0.54 / 6  # a digit's heatmap bump: sigma = 0.09 x its box side (TTFNet's alpha / 6)
 
@@ -63,27 +67,35 @@ class CountThreshold(layers.Layer):
 
 
 def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: int | None = 2, width: int = 48,
-                   dtype_policy=None) -> keras.Model:
+                   stride: int = STRIDE, dilations=(1, 2, 4, 1), dtype_policy=None) -> keras.Model:
     """The package's detector, uncompiled.
 
-    Input float32 ``[B, S, S, 1]`` → Conv2D(32, 3, stride 2) → Conv2D(width, 3) →
-    Conv2D(width, 3, dilation 2) → Conv2D(width, 3, dilation 4) → Conv2D(width, 3), all
-    relu and "same" (receptive field 35 px, enough to see a whole 28 px digit from its
-    centre) → 1x1 heads ``heatmap`` (C logits, bias at a 1% prior) and ``box`` (4
-    distances), concatenated as ``detections`` ``[B, ceil(S/2), ceil(S/2), C + 4]``; with
-    ``max_count`` K (None: no count head), Conv2D(64, 3, stride 2) → global mean and max →
-    Dense(64, relu) → ``count`` ``[B, K + 1]`` softmax. ``dtype_policy`` sets the trunk's
-    compute dtype; the heads compute in float32.
+    Input float32 ``[B, S, S, 1]`` → Conv2D(32, 3, stride 2) (``stride`` 4: then
+    Conv2D(32, 3, stride 2) again) → one Conv2D(width, 3) per entry of ``dilations``, with
+    that dilation, all relu and "same" → 1x1 heads ``heatmap`` (C logits, bias at a 1%
+    prior) and ``box`` (4 distances), concatenated as ``detections`` ``[B, ceil(S/s),
+    ceil(S/s), C + 4]``; with ``max_count`` K (None: no count head), Conv2D(64, 3, stride
+    2) → global mean and max → Dense(64, relu) → ``count`` ``[B, K + 1]`` softmax.
+    ``dtype_policy`` sets the trunk's compute dtype; the heads compute in float32.
+
+    The receptive field is ``3 + 2 (stride - 1)`` px for the stem plus ``2 stride d`` per
+    dilation ``d``: 35 px by default (a whole 28 px digit seen from its centre), 135 px
+    at stride 4 with dilations ``(1, 2, 4, 8, 1)`` (digits up to 99 px on 300 px canvases).
     """
     canvas_size = check_canvas_size(canvas_size)
     num_classes = check_positive_int(num_classes, "num_classes", minimum=2)
     width = check_positive_int(width, "width")
     if max_count is not None:
         max_count = check_positive_int(max_count, "max_count")
+    if stride not in (2, 4):
+        raise ValueError(f"stride must be 2 or 4, got {stride!r}")
+    dilations = tuple(check_positive_int(d, "dilations") for d in dilations)
     trunk = {"dtype": dtype_policy} if dtype_policy else {}
     inputs = keras.Input(shape=(canvas_size, canvas_size, 1), name="canvas")
-    x = layers.Conv2D(32, 3, strides=STRIDE, padding="same", activation="relu", name="conv1", **trunk)(inputs)
-    for i, dilation in enumerate((1, 2, 4, 1), start=2):
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1", **trunk)(inputs)
+    if stride == 4:
+        x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1b", **trunk)(x)
+    for i, dilation in enumerate(dilations, start=2):
         x = layers.Conv2D(width, 3, dilation_rate=dilation, padding="same", activation="relu", name=f"conv{i}", **trunk)(x)
     prior = float(-np.log((1 - HEAT_PRIOR) / HEAT_PRIOR))
     heat = layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(prior), name="heatmap", dtype="float32")(x)
@@ -131,8 +143,26 @@ def pack_targets(labels, boxes):
     return ops.concatenate([ops.cast(labels, "float32")[..., None], ops.cast(boxes, "float32")], axis=-1)
 
 
+def grid_stride(canvas_size: int, grid: int) -> int | None:
+    """The stride ``s`` in :data:`STRIDES` of a ``grid x grid`` output on ``S x S`` canvases
+    (``grid = ceil(S / s)``), or None if no stride gives that grid."""
+    return next((s for s in STRIDES if -(-int(canvas_size) // s) == grid), None)
+
+
+def nms_window(stride: int) -> int:
+    """Cells of the peak neighbourhood at ``stride``: the odd number covering ~:data:`NMS_PIXELS`."""
+    return 2 * (-(-NMS_PIXELS // stride) // 2) + 1
+
+
+def _stride(grid: int, canvas_size: int) -> int:
+    stride = grid_stride(canvas_size, grid)
+    if stride is None:
+        raise ValueError(f"a {grid}x{grid} grid on {canvas_size} px canvases has none of the strides {STRIDES}")
+    return stride
+
+
 def _cell_centres(size: int, canvas_size: int):
-    return (ops.arange(size, dtype="float32") + 0.5) * (STRIDE / canvas_size)
+    return (ops.arange(size, dtype="float32") + 0.5) * (_stride(size, canvas_size) / canvas_size)
 
 
 def _decode_boxes(distances, canvas_size: int):
@@ -155,7 +185,7 @@ def heatmap_targets(targets, height: int, width: int, num_classes: int, canvas_s
     labels = ops.cast(targets[..., 0], "int32")
     boxes = targets[..., 1:]
     present = ops.cast(labels >= 0, "float32")  # [B, K]
-    cell = STRIDE / canvas_size
+    cell = _stride(height, canvas_size) / canvas_size
     centre_x = (boxes[..., 0] + boxes[..., 2]) / 2
     centre_y = (boxes[..., 1] + boxes[..., 3]) / 2
     column = ops.clip(ops.floor(centre_x / cell), 0, width - 1)
@@ -167,9 +197,13 @@ def heatmap_targets(targets, height: int, width: int, num_classes: int, canvas_s
     bump = ops.exp(-(dy[..., :, None] ** 2) / (2 * sigma_y[..., None, None] ** 2) - dx[..., None, :] ** 2 / (2 * sigma_x[..., None, None] ** 2))
     bump = bump * present[..., None, None]  # [B, K, H, W]
     is_centre = ops.cast(ops.equal(dy[..., :, None], 0.0) & ops.equal(dx[..., None, :], 0.0), "float32") * present[..., None, None]
-    classes = ops.one_hot(ops.maximum(labels, 0), num_classes) * present[..., None]  # [B, K, C]
-    heat = ops.max(bump[..., None] * classes[:, :, None, None, :], axis=1)
-    centres = ops.max(is_centre[..., None] * classes[:, :, None, None, :], axis=1)
+    # Per class the largest bump: a segment max over (canvas, class) is exact and needs no [B, K, H, W, C] tensor.
+    batch = ops.shape(labels)[0]
+    segments = ops.reshape(ops.arange(batch, dtype="int32")[:, None] * num_classes + ops.maximum(labels, 0), [-1])
+    per_class = lambda maps: ops.transpose(ops.reshape(  # noqa: E731
+        ops.segment_max(ops.reshape(maps, [-1, height, width]), segments, num_segments=batch * num_classes),
+        [batch, num_classes, height, width]), [0, 2, 3, 1])
+    heat, centres = ops.maximum(per_class(bump), 0.0), ops.maximum(per_class(is_centre), 0.0)
     owner = ops.argmax(bump, axis=1)  # [B, H, W]
     owner_boxes = ops.take_along_axis(boxes[:, :, None, None, :], owner[:, None, :, :, None], axis=1)[:, 0]
     return heat, centres, owner_boxes, ops.max(bump, axis=1)
@@ -211,11 +245,12 @@ class DetectionLoss(keras.losses.Loss):
         return {**super().get_config(), "canvas_size": self.canvas_size, "box_weight": self.box_weight}
 
 
-def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS, count=None, window: int = NMS_WINDOW) -> dict:
+def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS, count=None, window: int | None = None) -> dict:
     """Detections of raw outputs ``[B, H, W, C + 4]`` (numpy or tensor), best first.
 
     A detection is a cell whose best class score (sigmoid of the heatmap) is the largest of
-    its ``window x window`` neighbourhood (one peak per place, whatever its class), with that
+    its ``window x window`` neighbourhood (default :func:`nms_window` of the grid's stride:
+    one peak per place, whatever its class), with that
     class and the cell's decoded box. With ``count`` ``[B, K + 1]`` (the count head's
     probabilities), the ``i``-th best peak's score becomes the geometric mean of its own and
     the probability of more than ``i`` digits, so a canvas the count head reads as one digit
@@ -225,6 +260,7 @@ def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS, c
     """
     detections = ops.convert_to_tensor(detections, "float32")
     num_classes = detections.shape[-1] - 4
+    window = window or nms_window(_stride(detections.shape[1], canvas_size))
     heat = ops.sigmoid(detections[..., :num_classes])
     best = ops.max(heat, axis=-1)  # [B, H, W]
     label = ops.argmax(heat, axis=-1)

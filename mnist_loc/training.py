@@ -22,9 +22,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # op determinism's switch back off and query
 
-from .config import TrainConfig
+from .config import DETECTORS, TrainConfig
 from .data import Digits, make_dataset
-from .detector import build_detector, compile_detector, count_targets, pack_targets
+from .detector import build_detector, compile_detector, count_targets, grid_stride, pack_targets
 from .model import build_model, compile_model, trunk_policy
 from .safe_writes import atomic_path, write_json
 
@@ -76,15 +76,16 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
     """Raise :class:`ModelOutputError`, naming what is wrong, unless ``model`` maps float32
     ``[B, S, S, 1]`` canvases to ``{"classification": [B, num_classes] probabilities,
     "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin, xmax, ymax]`` normalized to the canvas)
-    or to the detector's ``{"detections": [B, ceil(S/2), ceil(S/2), num_classes + 4]}``
-    (:mod:`mnist_loc.detector`). A detection task (``detection``) needs the detector's.
+    or to the detector's ``{"detections": [B, ceil(S/s), ceil(S/s), num_classes + 4]}`` for a
+    stride ``s`` in ``detector.STRIDES`` (:mod:`mnist_loc.detector`). A detection task
+    (``detection``) needs the detector's.
 
     Runs the model once on two black canvases (inference mode; no weights change).
     Returns ``{output name: shape for B=2}``.
     """
     expected = f"{{'classification': [B, {num_classes}] class probabilities, 'bounding_box': [B, 4]}}"
-    grid = -(-canvas_size // 2)
-    expected_detector = f"{{'detections': [B, {grid}, {grid}, {num_classes + 4}]}} (the detector's outputs, mnist_loc.detector)"
+    grids = "/".join(str(-(-canvas_size // s)) for s in (2, 4))
+    expected_detector = f"{{'detections': [B, H, H, {num_classes + 4}]}} with H = {grids}, ... (the detector's outputs, mnist_loc.detector)"
     try:
         outputs = model(np.zeros((2, canvas_size, canvas_size, 1), np.float32), training=False)
     except Exception as error:
@@ -96,7 +97,7 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
         raise ModelOutputError(f"a task with several digits per canvas needs a model with outputs {expected_detector}, got {got}")
     if detector:
         shape = tuple(outputs["detections"].shape)
-        if shape != (2, grid, grid, num_classes + 4):
+        if len(shape) != 4 or shape[0] != 2 or shape[1] != shape[2] or grid_stride(canvas_size, shape[1]) is None or shape[3] != num_classes + 4:
             raise ModelOutputError(f"the model's outputs must be {expected_detector}, got {list(shape)} for B=2")
         if "count" in outputs and not (len(outputs["count"].shape) == 2 and outputs["count"].shape[0] == 2):
             raise ModelOutputError(f"the model's 'count' output must be [B, K + 1] probabilities, got {list(outputs['count'].shape)} for B=2")
@@ -120,13 +121,14 @@ def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, 
 
 
 def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None,
-                   detection: bool = False, max_count: int = 2) -> keras.Model:
+                   detection: bool = False, max_count: int = 2, detector: str = "small") -> keras.Model:
     """The model a run trains, uncompiled and unchecked: ``model`` None is the course model,
-    or the detector for a ``detection`` task (its trunk's dtype from ``mixed_precision``, see
-    ``model.trunk_policy``), a ``keras.Model`` is itself, a callable ``f(canvas_size=S,
-    num_classes=C)`` is what it builds."""
+    or for a ``detection`` task the detector of shape ``config.DETECTORS[detector]`` (its
+    trunk's dtype from ``mixed_precision``, see ``model.trunk_policy``), a ``keras.Model``
+    is itself, a callable ``f(canvas_size=S, num_classes=C)`` is what it builds."""
     if model is None and detection:
-        return build_detector(canvas_size, num_classes, max_count=max_count, dtype_policy=trunk_policy(mixed_precision))
+        return build_detector(canvas_size, num_classes, max_count=max_count, dtype_policy=trunk_policy(mixed_precision),
+                              **DETECTORS[detector])
     if model is None:
         return build_model(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
     if isinstance(model, keras.Model):
@@ -241,7 +243,8 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     with _op_determinism(config.deterministic):
         with strategy.scope():
-            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision, detection, config.task.max_count)
+            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision, detection,
+                                   config.task.max_count, config.detector)
             outputs = check_model_outputs(model, config.task.canvas_size, digits.num_classes, detection)
             compile_for(model, config, steps, outputs)
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))

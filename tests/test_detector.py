@@ -5,7 +5,8 @@ import pytest
 
 from mnist_loc.artifacts import load_model, save_model
 from mnist_loc.detector import (
-    STRIDE, DetectionLoss, build_detector, count_threshold, decode, heatmap_targets, pack_targets, set_count_threshold,
+    STRIDE, DetectionLoss, build_detector, count_threshold, decode, grid_stride, heatmap_targets, nms_window, pack_targets,
+    set_count_threshold,
 )
 
 S, C = 50, 10  # a 50 px canvas: a 25 x 25 grid of 2 px cells
@@ -42,6 +43,34 @@ def test_outputs_have_the_contract_shape_at_any_canvas_size():
         assert tuple(outputs["detections"].shape) == (2, grid, grid, C + 4)
         assert tuple(outputs["count"].shape) == (2, k + 1) and np.allclose(np.sum(outputs["count"], -1), 1, atol=1e-5)
     assert set(build_detector(S, C, max_count=None)(np.zeros((1, S, S, 1), np.float32))) == {"detections"}
+
+
+def test_the_wide_detector_answers_on_a_stride_4_grid():
+    model = build_detector(300, C, max_count=20, stride=4, dilations=(1, 2, 4, 8, 1))
+    outputs = model(np.zeros((1, 300, 300, 1), np.float32))
+    assert tuple(outputs["detections"].shape) == (1, 75, 75, C + 4) and tuple(outputs["count"].shape) == (1, 21)
+    assert [grid_stride(300, g) for g in (150, 75, 38, 74)] == [2, 4, 8, None] and grid_stride(75, 38) == 2
+    assert [nms_window(s) for s in (1, 2, 4, 8)] == [11, 5, 3, 3], "about 10 px, an odd number of cells"
+    with pytest.raises(ValueError, match="stride must be 2 or 4"):
+        build_detector(300, C, stride=3)
+
+
+def test_decoding_a_perfect_stride_4_output_gives_back_every_digit():
+    size, grid = 300, 75  # 4 px cells
+    digits = ((2, (10, 12, 25, 40)), (5, (100, 100, 199, 190)), (5, (120, 130, 135, 160)))  # a small 5 inside a large one's box
+    labels = np.array([[d[0] for d in digits]], np.float32)
+    boxes = np.array([[d[1] for d in digits]], np.float32) / size
+    packed = np.asarray(pack_targets(labels, boxes))
+    _, centres, owner_boxes, _ = (np.array(t) for t in heatmap_targets(packed, grid, grid, C, size))
+    assert centres.sum() == 3 and centres[0, 26 // 4, 17 // 4, 2] == 1  # centre (17.5, 26) px -> cell (4, 6)
+    owner_boxes[0, 145 // 4, 127 // 4] = boxes[0, 2]  # the small digit owns its own centre cell
+    centre = (np.arange(grid) + 0.5) * 4 / size
+    cx, cy = centre[None, None, :], centre[None, :, None]
+    distances = np.stack([cx - owner_boxes[..., 0], cy - owner_boxes[..., 1], owner_boxes[..., 2] - cx, owner_boxes[..., 3] - cy], -1)
+    found = decode(np.concatenate([np.where(centres > 0, 12.0, -12.0), distances], -1).astype(np.float32), size, 100)
+    assert found["boxes"].shape == (1, 100, 4) and (found["scores"][0, :3] > 0.99).all() and (found["scores"][0, 3:] < 1e-4).all()
+    got = sorted((int(label), tuple(np.round(box * size, 2))) for label, box in zip(found["labels"][0, :3], found["boxes"][0, :3]))
+    assert got == sorted((label, tuple(float(v) for v in box)) for label, box in digits)
 
 
 def test_heatmap_targets_put_one_at_each_centre_cell_by_hand():

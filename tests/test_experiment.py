@@ -169,9 +169,9 @@ def test_your_own_detector_trains_resumes_bit_identically_and_is_scored_with_coc
 
 
 @pytest.mark.parametrize("build,match", [
-    (lambda canvas_size, num_classes: TinyLocalizer(num_classes), r"needs a model with outputs \{'detections': \[B, 16, 16, 14\]\}"),
-    (lambda canvas_size, num_classes: keras.Model(*(lambda x: (x, {"detections": layers.Conv2D(num_classes + 4, 1, strides=4)(x)}))(
-        keras.Input((canvas_size, canvas_size, 1)))), r"got \[2, 8, 8, 14\]"),
+    (lambda canvas_size, num_classes: TinyLocalizer(num_classes), r"needs a model with outputs \{'detections': \[B, H, H, 14\]\} with H = 16/8"),
+    (lambda canvas_size, num_classes: keras.Model(*(lambda x: (x, {"detections": layers.Conv2D(num_classes + 4, 1, strides=3)(x)}))(
+        keras.Input((canvas_size, canvas_size, 1)))), r"got \[2, 11, 11, 14\]"),
 ], ids=["two heads", "wrong grid"])
 def test_a_model_that_cannot_detect_is_refused_before_training(digits, tmp_path, build, match):
     with pytest.raises(ModelOutputError, match=match):
