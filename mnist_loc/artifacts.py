@@ -189,6 +189,9 @@ def read_metrics(folder) -> dict:
     return metrics
 
 
+_NEWER_FIELDS = {"detector": "small"}  # TrainConfig fields newer than some saved runs, at the value those runs had
+
+
 def finished_run(out_dir, config: dict, model: dict, split: str, tta: bool) -> dict | None:
     """The ``metrics.json`` of the finished run in ``out_dir`` if it is this run (the same
     ``config`` dict, split, test-time augmentation, and a model of the same name and parameter
@@ -200,7 +203,8 @@ def finished_run(out_dir, config: dict, model: dict, split: str, tta: bool) -> d
     except ValueError:
         return None
     stored = metrics.get("model", {})
-    same = (metrics["config"], metrics.get("split"), bool(metrics.get("tta")), stored.get("name"), stored.get("parameters"))
+    recorded = {**_NEWER_FIELDS, **metrics["config"]}
+    same = (recorded, metrics.get("split"), bool(metrics.get("tta")), stored.get("name"), stored.get("parameters"))
     return metrics if same == (config, split, bool(tta), model["name"], model["parameters"]) else None
 
 

@@ -18,33 +18,55 @@ import time
 import numpy as np
 
 from .boxes import iou_tensor
-from .data import Digits, make_dataset
+from .data import Digits, make_dataset, scene_batch_size
+from .task import get_task
 from .detector import MAX_DETECTIONS, count_threshold, decode
 
 DEFAULT_THRESHOLD = 0.5  # for a model that saves none (a model of your own)
+COCO_MAX_DETECTIONS = (1, 10, 20, 100)  # COCO's 1, 10, 100, and 20: the most digits a dense scene holds
 THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the count thresholds tried on validation canvases
 
 
-def predict_detections(model, canvases, batch_size: int = 500, threshold: float | None = None) -> dict:
+PIXELS_PER_BATCH = 500 * 50 * 50  # canvas pixels per forward pass: 500 canvases of 50 px, 27 of 300 px
+
+
+def detections_kept(max_count: int) -> int:
+    """Detections kept per canvas for a task of up to ``max_count`` digits: five per digit,
+    at least :data:`~mnist_loc.detector.MAX_DETECTIONS` (10 at AIR's two digits, COCO's 100 at 20)."""
+    return max(MAX_DETECTIONS, 5 * int(max_count))
+
+
+def predict_detections(model, canvases, batch_size: int = 500, threshold: float | None = None,
+                       max_detections: int | None = None) -> dict:
     """Detections on float32 ``[N, S, S, 1]`` canvases, best first per canvas.
 
     Returns ``{"boxes": float32 [N, M, 4], "labels": int32 [N, M] (-1 where nothing),
     "scores": float32 [N, M] (sorted, highest first), "counts": int64 [N]}``, ``M`` =
-    :data:`~mnist_loc.detector.MAX_DETECTIONS`; ``counts`` are the detections scoring at
-    least ``threshold`` (default: the one saved in the model, else 0.5).
+    ``max_detections`` (default: :func:`detections_kept` of the model's count head's ``K``,
+    else :data:`~mnist_loc.detector.MAX_DETECTIONS`); ``counts`` are the detections scoring at least ``threshold``
+    (default: the one saved in the model, else 0.5). At most ``batch_size`` canvases and
+    :data:`PIXELS_PER_BATCH` pixels go through the model at once.
     """
-    import tensorflow as tf
+    result, _ = _detect(model, canvases, batch_size, max_detections)
+    result["counts"] = (result["scores"] >= _threshold(model, threshold)).sum(axis=1).astype(np.int64)
+    return result
 
-    forward = tf.function(lambda x: model(x, training=False), autograph=False, reduce_retracing=True)
+
+def _detect(model, canvases, batch_size: int, max_detections: int | None):
+    """:func:`predict_detections` without counts, and the model's number of classes."""
+    from .evaluation import _forward
+
+    forward = _forward(model, False)  # one graph per model, kept between calls
     size = canvases.shape[1]
-    parts = []
+    batch_size = max(1, min(int(batch_size), PIXELS_PER_BATCH // (size * size)))
+    parts, num_classes = [], None
     for i in range(0, len(canvases), batch_size):
         outputs = forward(canvases[i: i + batch_size])
-        parts.append(decode(outputs["detections"], size, MAX_DETECTIONS, count=outputs.get("count")))
-    result = {k: np.concatenate([p[k] for p in parts]) for k in ("boxes", "labels", "scores")}
-    threshold = _threshold(model, threshold)
-    result["counts"] = (result["scores"] >= threshold).sum(axis=1).astype(np.int64)
-    return result
+        num_classes = outputs["detections"].shape[-1] - 4
+        if max_detections is None:
+            max_detections = detections_kept(outputs["count"].shape[-1] - 1) if "count" in outputs else MAX_DETECTIONS
+        parts.append(decode(outputs["detections"], size, max_detections, count=outputs.get("count")))
+    return {k: np.concatenate([p[k] for p in parts]) for k in ("boxes", "labels", "scores")}, num_classes
 
 
 def _threshold(model, threshold):
@@ -72,11 +94,11 @@ def _pixels(boxes, canvas_size):
 
 
 def coco_metrics(true_labels, true_boxes, boxes, labels, scores, *, num_classes: int, canvas_size: int) -> dict:
-    """COCO AP@[.50:.95], AP50, AP75, AR@10 and per-class AP50 by ``pycocotools``' COCOeval.
+    """COCO AP@[.50:.95], AP50, AP75, AR@10, AR@20 and per-class AP50 by ``pycocotools``' COCOeval.
 
     ``true_labels`` int ``[N, K]`` (-1: no digit), ``true_boxes`` float ``[N, K, 4]``;
     ``boxes`` ``[N, M, 4]``, ``labels`` ``[N, M]`` (-1: nothing), ``scores`` ``[N, M]``.
-    A class with no true digit has AP None.
+    AP is at COCO's 100 detections per canvas; a class with no true digit has AP None.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -91,48 +113,75 @@ def coco_metrics(true_labels, true_boxes, boxes, labels, scores, *, num_classes:
         for label, box, score in zip(labels[i], boxes[i], scores[i]):
             if label >= 0:
                 results.append({"image_id": i, "category_id": int(label), "bbox": _pixels(box, canvas_size), "score": float(score)})
+    if not results:
+        return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ar10": 0.0, "ar20": 0.0, "ap50_per_class": {str(c): None for c in range(num_classes)}}
     truth = COCO()
     truth.dataset = {"images": [{"id": i} for i in range(len(true_labels))], "annotations": annotations,
                      "categories": [{"id": c} for c in range(num_classes)]}
     with contextlib.redirect_stdout(io.StringIO()):  # COCO prints progress lines
         truth.createIndex()
-        found = truth.loadRes(results) if results else COCO()
-        evaluation = COCOeval(truth, found, "bbox")
+        evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
         evaluation.params.areaRng, evaluation.params.areaRngLbl = [[0, 1e10]], ["all"]
-        evaluation.params.maxDets = [1, MAX_DETECTIONS, 100]
-        if results:
-            evaluation.evaluate()
-            evaluation.accumulate()
-            evaluation.summarize()
-    if not results:
-        return {"ap": 0.0, "ap50": 0.0, "ap75": 0.0, "ar10": 0.0, "ap50_per_class": {str(c): None for c in range(num_classes)}}
-    stats = evaluation.stats  # summarize()'s order: AP, AP50, AP75, (3 size buckets), AR1, AR10, AR100, ...
-    precision = evaluation.eval["precision"][0, :, :, 0, -1]  # IoU 0.5, every recall, class, all areas, most detections
-    per_class = {}
-    for c in range(num_classes):
-        values = precision[:, c]
-        per_class[str(c)] = float(values[values > -1].mean()) if np.any(values > -1) else None
-    return {"ap": float(stats[0]), "ap50": float(stats[1]), "ap75": float(stats[2]), "ar10": float(stats[7]), "ap50_per_class": per_class}
+        evaluation.params.maxDets = list(COCO_MAX_DETECTIONS)  # summarize() knows only 3: its averages are read below
+        evaluation.evaluate()
+        evaluation.accumulate()
+    precision = evaluation.eval["precision"][..., 0, :]  # [IoU 0.50:0.95, recall 0:1, class, max detections], all areas
+    recall = evaluation.eval["recall"][..., 0, :]  # [IoU, class, max detections]
+    most, at = COCO_MAX_DETECTIONS.index(100), COCO_MAX_DETECTIONS.index
+
+    def average(values):  # COCOeval.summarize()'s: the mean over entries that exist (-1: none)
+        values = values[values > -1]
+        return float(values.mean()) if values.size else -1.0
+
+    per_class = {str(c): (None if average(precision[0, :, c, most]) == -1 else average(precision[0, :, c, most]))
+                 for c in range(num_classes)}
+    return {"ap": average(precision[..., most]), "ap50": average(precision[0, ..., most]), "ap75": average(precision[5, ..., most]),
+            "ar10": average(recall[..., at(10)]), "ar20": average(recall[..., at(20)]), "ap50_per_class": per_class}
+
+
+def digit_matches(true_labels, true_boxes, boxes, labels, scores, threshold: float) -> np.ndarray:
+    """bool ``[N, K]``: which true digits a detection scoring >= ``threshold`` finds, with its
+    class at IoU >= 0.5, one detection per digit (greedy, best score first, each taking the
+    free digit of its class it overlaps most); False where there is no digit."""
+    true_labels, true_boxes = np.asarray(true_labels), np.asarray(true_boxes, np.float64)
+    found = np.zeros(true_labels.shape, bool)
+    for i in range(len(true_labels)):
+        for label, box, score in zip(labels[i], boxes[i], scores[i]):
+            if label < 0 or score < threshold:
+                continue
+            free = np.flatnonzero((true_labels[i] == label) & ~found[i])
+            if free.size:
+                overlaps = iou_tensor(np.asarray(box, np.float64)[None], true_boxes[i, free])
+                if overlaps.max() >= 0.5:
+                    found[i, free[np.argmax(overlaps)]] = True
+    return found
 
 
 def fully_right(true_labels, true_boxes, boxes, labels, scores, threshold: float) -> np.ndarray:
     """bool ``[N]``: the detections scoring >= ``threshold`` match the canvas's digits one to
-    one, each with its class at IoU >= 0.5 (greedy, best score first), none left over."""
-    right = np.zeros(len(true_labels), bool)
-    for i in range(len(true_labels)):
-        truth = [(label, box) for label, box in zip(true_labels[i], true_boxes[i]) if label >= 0]
-        kept = [(label, box) for label, box, score in zip(labels[i], boxes[i], scores[i]) if label >= 0 and score >= threshold]
-        if len(kept) != len(truth):
-            continue
-        unmatched = list(range(len(truth)))
-        for label, box in kept:
-            candidates = [j for j in unmatched if truth[j][0] == label]
-            ious = [float(iou_tensor(np.asarray(box, np.float64), np.asarray(truth[j][1], np.float64))) for j in candidates]
-            if not ious or max(ious) < 0.5:
-                break
-            unmatched.remove(candidates[int(np.argmax(ious))])
-        right[i] = not unmatched
-    return right
+    one, each with its class at IoU >= 0.5 (:func:`digit_matches`), none left over."""
+    present = np.asarray(true_labels) >= 0
+    counted = ((np.asarray(scores) >= threshold) & (np.asarray(labels) >= 0)).sum(axis=1)
+    found = digit_matches(true_labels, true_boxes, boxes, labels, scores, threshold)
+    return (counted == present.sum(axis=1)) & np.all(found | ~present, axis=1)
+
+
+SIZE_EDGES = (0, 15, 30, 45, 60, 75)  # px: a digit's size is its tight box's longer side (a 99 px square's ink: ~75 px)
+
+
+def found_by_size(true_labels, true_boxes, found, canvas_size: int, edges=SIZE_EDGES) -> list:
+    """Share of true digits found (:func:`digit_matches`) by size, one row per bin of
+    ``edges``: ``{"size": "20-40 px", "digits": n, "found": share or None}``; a digit's size is
+    the longer side of its box in canvas pixels."""
+    present = np.asarray(true_labels) >= 0
+    boxes = np.asarray(true_boxes)[present] * canvas_size
+    size = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    hit = np.asarray(found)[present]
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (size >= lo) & (size < hi)
+        rows.append({"size": f"{lo}-{hi} px", "digits": int(inside.sum()), "found": float(hit[inside].mean()) if inside.any() else None})
+    return rows
 
 
 OUTCOMES = ("right", "missed", "extra", "wrong class", "loose box")
@@ -192,16 +241,18 @@ def evaluate_detections(model, data, *, task, split: str = "test", seed: int = 0
     ``threshold``: the count threshold (default: the model's saved one, else 0.5).
 
     Returns plain numbers: ``num_examples``, ``num_digits``, ``ap`` (COCO AP@[.50:.95]),
-    ``ap50``, ``ap75``, ``ar10``, ``ap50_per_class`` ``{"0": AP50 or None, ...}``,
+    ``ap50``, ``ap75``, ``ar10``, ``ar20`` (recall at 10 and 20 detections per canvas, of
+    :func:`detections_kept` kept), ``ap50_per_class`` ``{"0": AP50 or None, ...}``,
     ``count_accuracy``, ``fully_right``, ``count_threshold``, ``count_confusion`` (rows: true
     count, columns: counted) and ``eval_seconds`` (predicting and scoring).
     """
-    dataset = make_dataset(split, data, task=task, batch_size=500, seed=seed, training=False) if isinstance(data, Digits) else data
-    canvases, true_labels, true_boxes = dataset_arrays(dataset)
+    if isinstance(data, Digits):
+        data = make_dataset(split, data, task=task, batch_size=scene_batch_size(get_task(task)), seed=seed, training=False)
+    canvases, true_labels, true_boxes = dataset_arrays(data)
     start = time.perf_counter()
     threshold = _threshold(model, threshold)
-    predictions = predict_detections(model, canvases, threshold=threshold)
-    num_classes = int(model(canvases[:1], training=False)["detections"].shape[-1]) - 4
+    predictions, num_classes = _detect(model, canvases, 500, detections_kept(true_labels.shape[1]))
+    predictions["counts"] = (predictions["scores"] >= threshold).sum(axis=1).astype(np.int64)
     result = detection_report(true_labels, true_boxes, predictions, threshold=threshold, num_classes=num_classes,
                               canvas_size=canvases.shape[1])
     result["eval_seconds"] = time.perf_counter() - start
@@ -216,8 +267,7 @@ def top_detection(model, dataset) -> dict:
     (its score), ``boxes`` ``[N, 4]``, and ``num_classes``."""
     parts = [(x.numpy(), y["classification"].numpy().argmax(-1), y["bounding_box"].numpy()) for x, y in dataset]
     canvases, true_labels, true_boxes = (np.concatenate(p) for p in zip(*parts))
-    found = predict_detections(model, canvases)
-    num_classes = int(model(canvases[:1], training=False)["detections"].shape[-1]) - 4
+    found, num_classes = _detect(model, canvases, 500, MAX_DETECTIONS)
     return {"true_labels": true_labels, "true_boxes": true_boxes, "labels": np.maximum(found["labels"][:, 0], 0).astype(np.int64),
             "confidence": found["scores"][:, 0], "boxes": found["boxes"][:, 0], "num_classes": num_classes}
 
@@ -233,7 +283,7 @@ def format_detection_report(report: dict, title: str = "", class_names=None) -> 
         f"canvases          {report['num_examples']:,} ({report['num_digits']:,} digits)",
         f"AP@[.50:.95]      {report['ap']:.4f}",
         f"AP50 / AP75       {report['ap50']:.4f} / {report['ap75']:.4f}",
-        f"AR@10             {report['ar10']:.4f}",
+        f"AR@10 / AR@20     {report['ar10']:.4f} / {report.get('ar20', float('nan')):.4f}",
         f"count accuracy    {report['count_accuracy']:.2%}  (score >= {report['count_threshold']:.2f})",
         f"fully right       {report['fully_right']:.2%}",
         f"AP50 per class    {per_class}",

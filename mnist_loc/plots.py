@@ -236,7 +236,7 @@ def plot_heatmaps(
 
 
 def plot_detections(images, true_labels, true_boxes, predictions: dict | None = None, threshold: float = 0.5, *, ncols: int = 10,
-                    class_names=None, captions=None, title: str | None = None) -> Figure:
+                    class_names=None, captions=None, title: str | None = None, panel: float = 1.8) -> Figure:
     """A grid of canvases with every true digit's box (green) and every detection scoring at
     least ``threshold`` (red, labelled ``class score``).
 
@@ -244,7 +244,8 @@ def plot_detections(images, true_labels, true_boxes, predictions: dict | None = 
     ``[N, K, 4]``, or None; ``predictions``: ``{"boxes" [N, M, 4], "labels" [N, M], "scores"
     [N, M]}`` as :func:`mnist_loc.evaluation.predict` gives them, or None (the true boxes
     alone, captioned with their digits). ``captions``: optional
-    text under each canvas (default: the true digits, then what was counted).
+    text under each canvas (default: the true digits, then what was counted). ``panel``: inches
+    per canvas (larger for crowded canvases).
     """
     images = np.asarray(images)
     images = images[..., 0] if images.ndim == 4 else images
@@ -252,7 +253,7 @@ def plot_detections(images, true_labels, true_boxes, predictions: dict | None = 
     name = (lambda c: str(class_names[c])) if class_names is not None else str
     ncols = max(1, min(ncols, n))
     nrows = max(1, -(-n // ncols))
-    fig = Figure(figsize=(1.8 * ncols, 2.0 * nrows), layout="constrained")
+    fig = Figure(figsize=(panel * ncols, (panel + 0.2) * nrows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
         ax.set_axis_off()

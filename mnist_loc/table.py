@@ -71,7 +71,7 @@ def runs_table(folders) -> str:
 
 DETECTION_COLUMNS = (
     ("AP@[.50:.95]", "ap", "{:.4f}", 1.0), ("AP50", "ap50", "{:.4f}", 1.0), ("AP75", "ap75", "{:.4f}", 1.0),
-    ("AR@10", "ar10", "{:.4f}", 1.0), ("count acc", "count_accuracy", "{:.2f}%", 100.0),
+    ("AR@10", "ar10", "{:.4f}", 1.0), ("AR@20", "ar20", "{:.4f}", 1.0), ("count acc", "count_accuracy", "{:.2f}%", 100.0),
     ("fully right", "fully_right", "{:.2f}%", 100.0), ("train s", "train_seconds", "{:.0f}", 1.0),
     ("CPU s", "train_cpu_seconds", "{:.0f}", 1.0),
 )
@@ -86,10 +86,11 @@ def detection_table(folders) -> str:
     header = ["run", *(title for title, *_ in DETECTION_COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(DETECTION_COLUMNS)]
     for m in runs:
-        cells = [fmt.format(scale * m[key]) for _, key, fmt, scale in DETECTION_COLUMNS]
+        cells = [fmt.format(scale * m[key]) if key in m else "–" for _, key, fmt, scale in DETECTION_COLUMNS]  # "–": a run saved before the metric
         lines.append(f"| seed {m['config'].get('seed')} | " + " | ".join(cells) + " |")
     if len(runs) > 1:
-        cells = [_summary([scale * m[key] for m in runs], fmt) for _, key, fmt, scale in DETECTION_COLUMNS]
+        cells = [_summary([scale * m[key] for m in runs], fmt) if all(key in m for m in runs) else "–"
+                 for _, key, fmt, scale in DETECTION_COLUMNS]
         lines.append(f"| **mean of {len(runs)}** | " + " | ".join(cells) + " |")
     classes = list(runs[0]["ap50_per_class"])
     names = runs[0].get("task", {}).get("class_names") or classes

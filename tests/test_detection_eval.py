@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mnist_loc.detection_eval import choose_count_threshold, coco_metrics, detection_report, fully_right
+from mnist_loc.detection_eval import choose_count_threshold, coco_metrics, detection_report, digit_matches, found_by_size, fully_right
 
 S = 50
 
@@ -37,7 +37,7 @@ def test_coco_ap_of_a_hand_computed_case():
     expected = (51 + 50 * 2 / 3) / 101
     for key in ("ap", "ap50", "ap75"):
         assert metrics[key] == pytest.approx(expected, abs=1e-6), key
-    assert metrics["ar10"] == pytest.approx(1.0)
+    assert metrics["ar10"] == pytest.approx(1.0) and metrics["ar20"] == pytest.approx(1.0)
     assert metrics["ap50_per_class"]["0"] == pytest.approx(expected, abs=1e-6)
     assert metrics["ap50_per_class"]["5"] is None, "a class with no true digit has no AP"
 
@@ -76,3 +76,32 @@ def test_count_threshold_is_chosen_where_counting_is_best():
     # Counts right on all three only for 0.31 <= t <= 0.60 (30 thresholds): the middle, 0.45.
     assert choose_count_threshold(scores, true_labels) == pytest.approx(0.45)
     assert choose_count_threshold(np.array([[0.9, 0.3]]), np.array([[1, -1]])) == pytest.approx(0.60), "0.31 .. 0.90: 60, the 30th"
+
+
+def test_recall_at_20_counts_only_each_canvas_best_20():
+    # One canvas of 25 digits of class 1, each found exactly, scores falling: AR@10 = 10/25, AR@20 = 20/25,
+    # and AP at COCO's 100 detections sees all 25 (precision 1 at every recall).
+    boxes = np.array([(4 * i, 0, 4 * i + 3, 5) for i in range(25)], np.float32) / 100
+    labels = np.ones((1, 25), np.int32)
+    scores = np.linspace(0.99, 0.5, 25, dtype=np.float32)[None]
+    metrics = coco_metrics(labels, boxes[None], boxes[None], labels, scores, num_classes=10, canvas_size=100)
+    assert metrics["ar10"] == pytest.approx(10 / 25) and metrics["ar20"] == pytest.approx(20 / 25)
+    assert metrics["ap"] == pytest.approx(1.0) and metrics["ap50_per_class"]["1"] == pytest.approx(1.0)
+
+
+def test_which_digits_are_found_and_their_share_by_size():
+    true_labels = np.array([[3, 3, 7], [1, -1, -1]])
+    true_boxes = np.stack([px((0, 0, 10, 10), (20, 0, 30, 30), (0, 20, 25, 45)), px((5, 5, 45, 25), (0, 0, 0, 0), (0, 0, 0, 0))])
+    rows = [
+        # the small 3 twice (one digit, one detection: the second is an extra), the 7 with class 2: not found
+        [(3, (0, 0, 10, 10), 0.9), (3, (1, 0, 10, 10), 0.8), (2, (0, 20, 25, 45), 0.7)],
+        [(1, (5, 5, 45, 25), 0.4)],  # right, but below the threshold
+    ]
+    found = detections(rows)
+    matched = digit_matches(true_labels, true_boxes, found["boxes"], found["labels"], found["scores"], threshold=0.5)
+    assert matched.tolist() == [[True, False, False], [False, False, False]]
+    assert digit_matches(true_labels, true_boxes, found["boxes"], found["labels"], found["scores"], threshold=0.3)[1, 0]
+    # sizes (longer side): 10, 30, 25 and 40 px
+    by_size = found_by_size(true_labels, true_boxes, matched, S, edges=(0, 20, 40, 60))
+    assert by_size == [{"size": "0-20 px", "digits": 1, "found": 1.0}, {"size": "20-40 px", "digits": 2, "found": 0.0},
+                       {"size": "40-60 px", "digits": 1, "found": 0.0}]

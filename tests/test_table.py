@@ -65,12 +65,14 @@ def test_runs_table_shows_detection_runs_beside_single_digit_runs(tmp_path):
 
 def test_detection_table_rows_mean_and_per_class_by_hand(tmp_path):
     folders = [fake_detection_run(tmp_path / f"m{s}", s, ap, 0.99, 0.995, 0.99, 500.0 + 20 * s, 900.0) for s, ap in ((0, 0.96), (1, 0.98))]
-    for folder, per_class in zip(folders, ({"0": 0.9, "1": 1.0}, {"0": 0.8, "1": None})):
+    for folder, per_class, more in zip(folders, ({"0": 0.9, "1": 1.0}, {"0": 0.8, "1": None}), ({"ar20": 0.995}, {})):
         metrics = json.loads((folder / "metrics.json").read_text())
-        (folder / "metrics.json").write_text(json.dumps({**metrics, "ap75": 0.97, "ar10": 0.99, "ap50_per_class": per_class}))
+        (folder / "metrics.json").write_text(json.dumps({**metrics, "ap75": 0.97, "ar10": 0.99, "ap50_per_class": per_class, **more}))
     from mnist_loc.table import detection_table
 
     lines = detection_table(folders).splitlines()
-    assert lines[2] == "| seed 0 | 0.9600 | 0.9900 | 0.9700 | 0.9900 | 99.50% | 99.00% | 500 | 900 |"
+    assert lines[2] == "| seed 0 | 0.9600 | 0.9900 | 0.9700 | 0.9900 | 0.9950 | 99.50% | 99.00% | 500 | 900 |"
+    assert lines[3].startswith("| seed 1 | 0.9800 | 0.9900 | 0.9700 | 0.9900 | – |"), "a run saved before AR@20 has none"
+    assert "| 0.9900 (0.9900–0.9900) | – | 99" in lines[4], "no mean of a metric one run lacks"
     assert lines[4].startswith("| **mean of 2** | 0.9700 (0.9600–0.9800) | 0.9900 (0.9900–0.9900) |") and "510 (500–520)" in lines[4]
     assert lines[-1] == "| mean of 2 | 0.850 | – |", "(0.9 + 0.8) / 2; a class missing in one run has no mean"
