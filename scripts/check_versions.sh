@@ -70,12 +70,14 @@ for stack in "$@"; do
       began=$SECONDS
       # A fresh runtime: the notebook alone, no mnist_loc; its install cell installs the package only.
       nb=$work/fresh-runtime
-      mkdir -p "$nb" && cp object_localization.ipynb notebooks/several_digits.ipynb "$nb/"
+      mkdir -p "$nb" && cp object_localization.ipynb notebooks/several_digits.ipynb notebooks/dense_scenes.ipynb "$nb/"
       if (cd "$nb" && "$venv/bin/python" -m papermill object_localization.ipynb executed.ipynb --cwd "$nb" \
           -p EPOCHS 1 -p STEPS_PER_EPOCH 50 -p CHECK_CANVASES 1000 -p MNIST_LOC_SOURCE "$root" \
           && "$venv/bin/python" -m papermill several_digits.ipynb executed-several.ipynb --cwd "$nb" \
           -p EPOCHS 1 -p STEPS_PER_EPOCH 5 -y 'SEEDS: [0]' -y 'CURVE_EPOCHS: [2]' -y 'COURSE_SEEDS: []' \
-          -p OUT_DIR "$nb/runs" -p MNIST_LOC_SOURCE "$root") >>"$log" 2>&1; then
+          -p OUT_DIR "$nb/runs" -p MNIST_LOC_SOURCE "$root" \
+          && "$venv/bin/python" -m papermill dense_scenes.ipynb executed-dense.ipynb --cwd "$nb" \
+          -p EPOCHS 1 -p STEPS_PER_EPOCH 3 -y 'SEEDS: [0]' -p OUT_DIR "$nb/dense-runs" -p MNIST_LOC_SOURCE "$root") >>"$log" 2>&1; then
         fresh=", fresh-runtime notebook passed ($((SECONDS - began)) s)"
       else
         fresh=", fresh-runtime notebook FAILED"
