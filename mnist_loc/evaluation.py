@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from .boxes import SIZE_BUCKETS, iou
-from .data import Digits, make_dataset
+from .data import Digits, make_dataset, scene_batch_size
+from .task import get_task
 
 IOU_THRESHOLDS = (0.5, 0.6, 0.75)
 TEST_SEED = 0  # a task's fixed test canvases: one placement, the same for every training seed
@@ -290,7 +291,7 @@ def evaluate(model: keras.Model, data, *, task=None, split: str = "test", seed: 
     :func:`mnist_loc.detection_eval.evaluate_detections` (COCO AP, counting); on a
     single-digit task by its best detection, as above.
     """
-    dataset = make_dataset(split, data, task=task, batch_size=500, seed=seed, training=False) if isinstance(data, Digits) else data
+    dataset = make_dataset(split, data, task=task, batch_size=scene_batch_size(get_task(task)), seed=seed, training=False) if isinstance(data, Digits) else data
     spec = dataset.element_spec
     several = isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], dict) and "labels" in spec[1]
     canvas_size = spec[0].shape[1] if several else check_dataset(dataset, model_canvas_size(model))
