@@ -80,7 +80,8 @@ def run(
     with output_lock(out_dir) if out_dir else contextlib.nullcontext():
         finished = None
         if reuse and out_dir:
-            wanted = model_to_train(model, task.canvas_size, num_classes, config.mixed_precision, task.detection, task.max_count)
+            wanted = model_to_train(model, task.canvas_size, num_classes, config.mixed_precision, task.detection, task.max_count,
+                                    config.detector)
             check_model_outputs(wanted, task.canvas_size, num_classes, task.detection)  # also builds a subclassed model
             finished = artifacts.finished_run(out_dir, config.to_dict(), artifacts.describe_model(wanted), split, tta)
         if finished:
