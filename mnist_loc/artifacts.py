@@ -189,7 +189,7 @@ def read_metrics(folder) -> dict:
     return metrics
 
 
-_NEWER_FIELDS = {"detector": "small"}  # TrainConfig fields newer than some saved runs, at the value those runs had
+_NEWER_FIELDS = {"detector": "small", "class_loss_weight": 0.0}  # TrainConfig fields newer than some saved runs, at the value those runs had
 
 
 def finished_run(out_dir, config: dict, model: dict, split: str, tta: bool) -> dict | None:

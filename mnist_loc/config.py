@@ -26,8 +26,10 @@ RECIPES: dict = {
             "box_loss": "mse", "box_loss_weight": 1.0, "mixed_precision": False, "label_smoothing": 0.0},
 }
 # The detector's shapes (mnist_loc.detector.build_detector): "small" sees 35 px around a cell of a stride-2
-# grid (AIR's 50 px canvases); "wide" sees 135 px on a stride-4 grid (digits up to 99 px on 300 px).
-DETECTORS: dict = {"small": {"stride": 2, "dilations": (1, 2, 4, 1)}, "wide": {"stride": 4, "dilations": (1, 2, 4, 8, 1)}}
+# grid (AIR's 50 px canvases); "wide" sees 135 px on a stride-4 grid through dilations; "pyramid" adds grids
+# of stride 8 and 16 to the stride-4 one (digits of 15 to 99 px on 300 px canvases).
+DETECTORS: dict = {"small": {"stride": 2, "dilations": (1, 2, 4, 1)}, "wide": {"stride": 4, "dilations": (1, 2, 4, 8, 1)},
+                   "pyramid": {"stride": 4, "pyramid": True}}
 TASK_RECIPES = {"sized": "sized", "sized-cluttered": "sized", "multi-mnist": "detector", "mnist-detection": "dense"}  # a named task's own recipe; the others: "default"
 _NOT_RECIPE = ("seed", "task", "validation_batch_size", "validation_canvases", "steps_per_execution")
 
@@ -51,6 +53,7 @@ class TrainConfig:
     warmup_epochs: float = 1.0
     box_loss: str = "iou_l1"  # see model.BoxLoss
     box_loss_weight: float = 0.5  # the classification loss has weight 1
+    class_loss_weight: float = 0.0  # the detector's per-cell class cross-entropy (DetectionLoss); 0: the heatmap alone
     mixed_precision: bool | None = None  # bfloat16 trunk; None: where the hardware has it
     label_smoothing: float = 0.1
     ema_momentum: float = 0.0  # > 0: validate with and keep an EMA of the weights
@@ -73,7 +76,8 @@ class TrainConfig:
         _check_choice("schedule", self.schedule, ("warmup_cosine", "constant"))
         _check_choice("box_loss", self.box_loss, BOX_LOSSES)
         _check_choice("detector", self.detector, tuple(DETECTORS))
-        for name, lowest, inclusive in (("learning_rate", 0, False), ("box_loss_weight", 0, False), ("warmup_epochs", 0, True)):
+        for name, lowest, inclusive in (("learning_rate", 0, False), ("box_loss_weight", 0, False), ("class_loss_weight", 0, True),
+                                         ("warmup_epochs", 0, True)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not (value >= lowest if inclusive else value > lowest):
                 raise ValueError(f"{name} must be a {'non-negative' if inclusive else 'positive'} number, got {value!r}")

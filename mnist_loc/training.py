@@ -148,7 +148,7 @@ def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, o
     if "detections" in outputs:
         return compile_detector(
             model, canvas_size=config.task.canvas_size, count="count" in outputs, learning_rate=learning_rate_schedule(config, steps_per_epoch),
-            box_weight=config.box_loss_weight, ema_momentum=config.ema_momentum,
+            box_weight=config.box_loss_weight, class_weight=config.class_loss_weight, ema_momentum=config.ema_momentum,
             steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
         )
     return compile_model(

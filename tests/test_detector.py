@@ -55,6 +55,27 @@ def test_the_wide_detector_answers_on_a_stride_4_grid():
         build_detector(300, C, stride=3)
 
 
+@pytest.mark.parametrize("shape, seen", [({"dilations": (1, 2, 4, 8, 1)}, 135), ({"pyramid": True}, 183)], ids=["wide", "pyramid"])
+def test_a_stride_4_cell_sees_the_pixels_its_docstring_says(shape, seen):
+    """The receptive field of the grid's middle cell, measured: the input pixels its outputs depend on."""
+    import tensorflow as tf
+
+    model = build_detector(300, C, max_count=None, stride=4, **shape)
+    canvas = tf.Variable(np.random.default_rng(0).random((1, 300, 300, 1), np.float32))
+    with tf.GradientTape() as tape:
+        out = tf.reduce_sum(model(canvas)["detections"][0, 37, 37])
+    used = np.abs(tape.gradient(out, canvas).numpy()[0, ..., 0]) > 0
+    rows, columns = np.nonzero(used.any(1))[0], np.nonzero(used.any(0))[0]
+    assert rows.max() - rows.min() + 1 == seen and columns.max() - columns.min() + 1 == seen
+    assert used[rows.min():rows.max() + 1, columns.min():columns.max() + 1].all(), "no gaps between dilated taps"
+
+
+def test_the_pyramid_answers_on_the_grid_of_its_stride_at_any_canvas_size():
+    for size, stride, grid in ((50, 2, 25), (300, 4, 75), (97, 4, 25), (75, 2, 38)):
+        outputs = build_detector(size, C, max_count=20, stride=stride, pyramid=True)(np.zeros((1, size, size, 1), np.float32))
+        assert tuple(outputs["detections"].shape) == (1, grid, grid, C + 4) and tuple(outputs["count"].shape) == (1, 21)
+
+
 def test_decoding_a_perfect_stride_4_output_gives_back_every_digit():
     size, grid = 300, 75  # 4 px cells
     digits = ((2, (10, 12, 25, 40)), (5, (100, 100, 199, 190)), (5, (120, 130, 135, 160)))  # a small 5 inside a large one's box
@@ -130,6 +151,23 @@ def test_loss_is_lowest_for_the_right_answer_and_finite_without_digits():
     empty = targets()
     assert float(loss(empty, ideal_outputs(empty))) < 1e-3
     assert np.isfinite(float(loss(empty, np.zeros((1, GRID, GRID, C + 4), np.float32))))
+
+
+def test_class_loss_is_the_bump_weighted_cross_entropy_by_hand():
+    y = targets(FAR_APART[0])  # one digit of class 3, its centre cell (column 4, row 7)
+    out = ideal_outputs(y)
+    out[..., :C] = 0.0  # every class equally likely everywhere: cross-entropy log 10 at every cell
+    out[0, 7, 4, :C] = np.where(np.arange(C) == 3, 2.0, 0.0)  # the centre cell leans to the right class
+    heat_only, with_classes = DetectionLoss(S), DetectionLoss(S, class_weight=2.0)
+    _, _, _, weight = (np.asarray(t) for t in heatmap_targets(y, GRID, GRID, C, S))
+    centre_ce = -(2.0 - np.log(np.exp(2.0) + 9))
+    ce = np.full((GRID, GRID), np.log(10.0))
+    ce[7, 4] = centre_ce
+    expected = 2.0 * (weight[0] * ce).sum() / weight[0].sum()  # one digit: no division by the count
+    assert float(with_classes(y, out)) - float(heat_only(y, out)) == pytest.approx(expected, rel=1e-5)
+    right = ideal_outputs(y)  # +12 at the centre for class 3, -12 for all else: ties off the centre
+    assert float(with_classes(y, right)) - float(heat_only(y, right)) == pytest.approx(
+        2.0 * (weight[0] * np.where(weight[0] == 1, 0.0, np.log(10.0))).sum() / weight[0].sum(), rel=1e-4, abs=1e-6)
 
 
 def test_count_threshold_travels_in_the_keras_file(tmp_path):

@@ -168,6 +168,16 @@ def test_your_own_detector_trains_resumes_bit_identically_and_is_scored_with_coc
     assert np.all(np.diff(found["scores"], axis=1) <= 0)
 
 
+def test_a_finished_run_of_another_detector_shape_is_reused_and_only_by_its_own_shape(digits, tmp_path):
+    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=16, warmup_epochs=0, task=SCENES, detector="pyramid")
+    done = run(config, None, tmp_path / "run", digits=digits, callbacks=[])
+    assert done.model.count_params() > 500_000, "the pyramid, not the small default"
+    back = run(config, None, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
+    assert back.reused and back.metrics["ap"] == done.metrics["ap"]
+    other = run(dataclasses.replace(config, detector="wide"), None, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
+    assert not other.reused and other.model.count_params() < 200_000
+
+
 @pytest.mark.parametrize("build,match", [
     (lambda canvas_size, num_classes: TinyLocalizer(num_classes), r"needs a model with outputs \{'detections': \[B, H, H, 14\]\} with H = 16/8"),
     (lambda canvas_size, num_classes: keras.Model(*(lambda x: (x, {"detections": layers.Conv2D(num_classes + 4, 1, strides=3)(x)}))(
