@@ -75,7 +75,8 @@ def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: i
     (C logits, bias at a 1% prior) and ``box`` (4 distances), concatenated as ``detections``
     ``[B, ceil(S/s), ceil(S/s), C + 4]``; with ``max_count`` K (None: no count head),
     Conv2D(64, 3, stride 2) → global mean and max → Dense(64, relu) → ``count`` ``[B, K + 1]``
-    softmax. All convolutions relu and "same". ``dtype_policy`` sets the trunk's compute
+    softmax. All 3x3 convolutions relu and "same" (the pyramid's with batch norm before the
+    relu). ``dtype_policy`` sets the trunk's compute
     dtype; the heads compute in float32.
 
     Trunks: by default one Conv2D(width, 3) per entry of ``dilations``, with that dilation.
@@ -98,9 +99,12 @@ def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: i
     dilations = tuple(check_positive_int(d, "dilations") for d in dilations)
     trunk = {"dtype": dtype_policy} if dtype_policy else {}
 
-    def conv(x, filters, name, strides=1, dilation=1, size=3):
-        return layers.Conv2D(filters, size, strides=strides, dilation_rate=dilation, padding="same", activation="relu",
-                             name=name, **trunk)(x)
+    def conv(x, filters, name, strides=1, dilation=1):
+        if not pyramid:
+            return layers.Conv2D(filters, 3, strides=strides, dilation_rate=dilation, padding="same", activation="relu",
+                                 name=name, **trunk)(x)
+        x = layers.Conv2D(filters, 3, strides=strides, dilation_rate=dilation, padding="same", use_bias=False, name=name, **trunk)(x)
+        return layers.Activation("relu", name=f"{name}_relu", **trunk)(layers.BatchNormalization(name=f"{name}_bn", **trunk)(x))
 
     inputs = keras.Input(shape=(canvas_size, canvas_size, 1), name="canvas")
     if pyramid:
