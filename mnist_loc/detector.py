@@ -71,13 +71,12 @@ def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: i
     """The package's detector, uncompiled.
 
     Input float32 ``[B, S, S, 1]`` → a stem to the output grid of stride ``s`` (2 or 4), one
-    stride-2 Conv2D(3) per halving → a trunk → 1x1 heads ``heatmap``
-    (C logits, bias at a 1% prior) and ``box`` (4 distances), concatenated as ``detections``
-    ``[B, ceil(S/s), ceil(S/s), C + 4]``; with ``max_count`` K (None: no count head),
-    Conv2D(64, 3, stride 2) → global mean and max → Dense(64, relu) → ``count`` ``[B, K + 1]``
-    softmax. All 3x3 convolutions relu and "same" (the pyramid's with batch norm before the
-    relu). ``dtype_policy`` sets the trunk's compute
-    dtype; the heads compute in float32.
+    stride-2 Conv2D(3) per halving → a trunk → 1x1 heads ``heatmap`` (C logits, bias at a
+    1% prior) and ``box`` (4 distances), concatenated as ``detections`` ``[B, ceil(S/s),
+    ceil(S/s), C + 4]``; with ``max_count`` K (None: no count head), Conv2D(64, 3, stride 2)
+    → global mean and max → Dense(64, relu) → ``count`` ``[B, K + 1]`` softmax. All 3x3
+    convolutions relu and "same" (the pyramid's with batch norm before the relu).
+    ``dtype_policy`` sets the trunk's compute dtype; the heads compute in float32.
 
     Trunks: by default one Conv2D(width, 3) per entry of ``dilations``, with that dilation.
     The receptive field is ``3 + 2 (stride - 1)`` px for the stem plus ``2 stride d`` per
@@ -272,7 +271,7 @@ class DetectionLoss(keras.losses.Loss):
         per_digit = self.box_weight * ops.sum(weight * errors, axis=[1, 2]) / weight_sum  # [B]
         if self.class_weight:
             owner_class = ops.argmax(heat, axis=-1)  # the owner's bump is the highest of its class's at its cells
-            wrong = -ops.take_along_axis(ops.log_softmax(logits, axis=-1), owner_class[..., None], axis=-1)[..., 0]
+            wrong = ops.sparse_categorical_crossentropy(owner_class, logits, from_logits=True)  # [B, H, W]
             per_digit = per_digit + self.class_weight * ops.sum(weight * wrong, axis=[1, 2]) / weight_sum
         digits = ops.sum(ops.cast(y_true[..., 0] >= 0, "float32"), axis=1)
         batch = ops.cast(ops.shape(y_true)[0], "float32")
