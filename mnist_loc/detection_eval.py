@@ -224,16 +224,8 @@ def detection_report(true_labels, true_boxes, predictions: dict, *, threshold: f
     }
 
 
-def dataset_arrays(dataset):
-    """``(canvases float32 [N, S, S, 1], labels [N, K], boxes [N, K, 4])`` of a finite detection dataset."""
-    parts = [(x.numpy(), y["labels"].numpy(), y["boxes"].numpy()) for x, y in dataset]
-    if not parts:
-        raise ValueError("the dataset is empty")
-    return tuple(np.concatenate(p) for p in zip(*parts))
-
-
 def evaluate_detections(model, data, *, task, split: str = "test", seed: int = 0, threshold: float | None = None,
-                        return_predictions: bool = False):
+                        return_predictions: bool = False, keep_images: bool = True):
     """Score any model with the detector's outputs on a detection task's fixed canvases.
 
     ``data``: :class:`~mnist_loc.data.Digits` (the fixed canvases of ``task``'s ``split`` at
@@ -244,20 +236,60 @@ def evaluate_detections(model, data, *, task, split: str = "test", seed: int = 0
     ``ap50``, ``ap75``, ``ar10``, ``ar20`` (recall at 10 and 20 detections per canvas, of
     :func:`detections_kept` kept), ``ap50_per_class`` ``{"0": AP50 or None, ...}``,
     ``count_accuracy``, ``fully_right``, ``count_threshold``, ``count_confusion`` (rows: true
-    count, columns: counted) and ``eval_seconds`` (predicting and scoring).
+    count, columns: counted) and ``eval_seconds`` (predicting and scoring, not drawing).
+    With ``return_predictions``, also ``(report, predictions)``: :func:`predict_detections`'
+    arrays, ``true_labels``, ``true_boxes``, ``threshold`` and, with ``keep_images``, the
+    canvases as ``images`` float32 ``[N, S, S, 1]``. Batches are scored as they are drawn, so
+    without the images a split's canvases are never all in memory at once.
     """
     if isinstance(data, Digits):
         data = make_dataset(split, data, task=task, batch_size=scene_batch_size(get_task(task)), seed=seed, training=False)
-    canvases, true_labels, true_boxes = dataset_arrays(data)
-    start = time.perf_counter()
     threshold = _threshold(model, threshold)
-    predictions, num_classes = _detect(model, canvases, 500, detections_kept(true_labels.shape[1]))
+    images, true_labels, true_boxes, found, seconds = _Rows(data), [], [], [], 0.0
+    for x, y in data:
+        x = x.numpy()
+        true_labels.append(y["labels"].numpy())
+        true_boxes.append(y["boxes"].numpy())
+        start = time.perf_counter()
+        detections, num_classes = _detect(model, x, 500, detections_kept(true_labels[0].shape[1]))
+        seconds += time.perf_counter() - start
+        found.append(detections)
+        if return_predictions and keep_images:
+            images.add(x)
+    if not found:
+        raise ValueError("the dataset is empty")
+    start = time.perf_counter()
+    true_labels, true_boxes = np.concatenate(true_labels), np.concatenate(true_boxes)
+    predictions = {k: np.concatenate([f[k] for f in found]) for k in ("boxes", "labels", "scores")}
     predictions["counts"] = (predictions["scores"] >= threshold).sum(axis=1).astype(np.int64)
     result = detection_report(true_labels, true_boxes, predictions, threshold=threshold, num_classes=num_classes,
-                              canvas_size=canvases.shape[1])
-    result["eval_seconds"] = time.perf_counter() - start
-    truth = {"images": canvases, "true_labels": true_labels, "true_boxes": true_boxes, "threshold": threshold}
-    return (result, {**predictions, **truth}) if return_predictions else result
+                              canvas_size=x.shape[1])
+    result["eval_seconds"] = seconds + time.perf_counter() - start
+    if not return_predictions:
+        return result
+    truth = {"true_labels": true_labels, "true_boxes": true_boxes, "threshold": threshold}
+    return result, {**predictions, **truth, **({"images": images.array()} if keep_images else {})}
+
+
+class _Rows:
+    """Batches copied into one array as they come, so a split's canvases are held once and
+    never twice (1,000 canvases of 300 px are 343 MiB): sized from the dataset's batch count
+    when it is known (pages never written stay free), doubled when it is not."""
+
+    def __init__(self, dataset):
+        known = getattr(dataset, "cardinality", lambda: -1)()
+        self.batches, self.rows, self.filled = max(int(known), 1), None, 0
+
+    def add(self, batch: np.ndarray):
+        if self.rows is None:
+            self.rows = np.empty((self.batches * len(batch), *batch.shape[1:]), batch.dtype)
+        if self.filled + len(batch) > len(self.rows):
+            self.rows = np.concatenate([self.rows[: self.filled], np.empty((max(self.filled, len(batch)), *batch.shape[1:]), batch.dtype)])
+        self.rows[self.filled: self.filled + len(batch)] = batch
+        self.filled += len(batch)
+
+    def array(self) -> np.ndarray:
+        return self.rows[: self.filled]
 
 
 def top_detection(model, dataset) -> dict:

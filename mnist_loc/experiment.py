@@ -124,7 +124,8 @@ def run(
 
 def _count_threshold(model, digits, task) -> float:
     """The count threshold chosen on the validation canvases, saved in the model when it can hold it."""
-    _, validation = evaluate_detections(model, digits, task=task, split="validation", threshold=0.5, return_predictions=True)
+    _, validation = evaluate_detections(model, digits, task=task, split="validation", threshold=0.5, return_predictions=True,
+                                        keep_images=False)
     threshold = choose_count_threshold(validation["scores"], validation["true_labels"])
     set_count_threshold(model, threshold)
     return threshold

@@ -105,3 +105,33 @@ def test_which_digits_are_found_and_their_share_by_size():
     by_size = found_by_size(true_labels, true_boxes, matched, S, edges=(0, 20, 40, 60))
     assert by_size == [{"size": "0-20 px", "digits": 1, "found": 1.0}, {"size": "20-40 px", "digits": 2, "found": 0.0},
                        {"size": "40-60 px", "digits": 1, "found": 0.0}]
+
+
+def test_evaluation_streams_batches_and_keeps_the_canvases_only_when_asked():
+    import tensorflow as tf
+
+    from mnist_loc.detection_eval import evaluate_detections
+    from mnist_loc.detector import build_detector
+    from mnist_loc.task import TASKS
+
+    task = TASKS["multi-mnist"]  # 50 px canvases, up to 2 digits
+    rng = np.random.default_rng(0)
+    canvases = rng.random((10, 50, 50, 1)).astype(np.float32)
+    labels = np.full((10, 2), -1, np.int64)
+    labels[:, 0] = rng.integers(0, 10, 10)
+    boxes = np.zeros((10, 2, 4), np.float32)
+    boxes[:, 0] = [0.1, 0.1, 0.5, 0.5]
+    known = tf.data.Dataset.from_tensor_slices((canvases, {"labels": labels, "boxes": boxes})).batch(4)
+    unknown = known.filter(lambda x, y: True)  # a length tf.data cannot know beforehand
+    assert int(known.cardinality()) == 3 and int(unknown.cardinality()) < 0
+    model = build_detector(50, 10, max_count=2)
+    reports = []
+    for dataset in (known, unknown):
+        report, predictions = evaluate_detections(model, dataset, task=task, return_predictions=True)
+        np.testing.assert_array_equal(predictions["images"], canvases)
+        np.testing.assert_array_equal(predictions["true_labels"], labels)
+        assert predictions["scores"].shape[0] == 10
+        reports.append({k: v for k, v in report.items() if k != "eval_seconds"})
+    assert reports[0] == reports[1]
+    _, without = evaluate_detections(model, known, task=task, return_predictions=True, keep_images=False)
+    assert "images" not in without and without["boxes"].shape[0] == 10

@@ -81,8 +81,8 @@ def test_dense_scenes_notebook_runs_clean_with_small_parameters(mnist_dir, tmp_p
     parameters = {"SEEDS": [0], "EPOCHS": 1, "STEPS_PER_EPOCH": 3, "DATA_DIR": mnist_dir, "OUT_DIR": str(tmp_path / "runs")}
     text, markdown, images = execute("notebooks/dense_scenes.ipynb", tmp_path, parameters)
     assert "mnist-detection: mnist on 300x300, 1-20 digits by generate_data.py's rules" in text and "trained into" in text
-    assert "1,000 test canvases: " in text and "detector 'wide'" in text
-    assert "(2, 75, 75, 14)" in text and "(2, 21)" in text, "the wide detector's grid and count head"
+    assert "1,000 test canvases: " in text and "detector 'pyramid'" in text
+    assert "(2, 75, 75, 14)" in text and "(2, 21)" in text, "the pyramid detector's grid and count head"
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["mnist-detection-seed0"]
     assert "| seed 0 |" in markdown and " AR@20 |" in markdown, "the test table, read back from the run folder"
     assert "| digit size | digits | found |" in markdown and "peak RSS of this process" in text
