@@ -20,7 +20,7 @@ RECIPES: dict = {
     "sized": {"epochs": 20, "box_loss_weight": 1.0, "learning_rate": 5e-3, "label_smoothing": 0.1, "ema_momentum": 0.999},
     "fast": {"epochs": 4, "warmup_epochs": 0.2, "label_smoothing": 0.0},
     "detector": {"epochs": 8, "learning_rate": 4e-3, "warmup_epochs": 0.5, "box_loss_weight": 5.0, "label_smoothing": 0.0},
-    "dense": {"epochs": 11, "batch_size": 32, "learning_rate": 1.6e-2, "warmup_epochs": 0.5, "box_loss_weight": 5.0,
+    "dense": {"epochs": 12, "batch_size": 32, "learning_rate": 1.6e-2, "warmup_epochs": 0.5, "box_loss_weight": 5.0,
               "label_smoothing": 0.0, "detector": "pyramid", "class_loss_weight": 1.0, "validation_batch_size": 32},
     "lab": {"epochs": 10, "batch_size": 64, "learning_rate": 1e-3, "schedule": "constant", "warmup_epochs": 0,
             "box_loss": "mse", "box_loss_weight": 1.0, "mixed_precision": False, "label_smoothing": 0.0},
