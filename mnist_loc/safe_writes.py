@@ -17,6 +17,8 @@ import tempfile
 import threading
 import time
 
+from .tf_logs import write_to_real_stderr
+
 
 class WriteError(OSError):
     """A file could not be written (disk full, no permission, ...). The message is one
@@ -92,7 +94,9 @@ def exit_now(code: int, message) -> None:
                 os.rmdir(folder)
     with contextlib.suppress(Exception):
         sys.stdout.flush()
-    print(message() if callable(message) else message, file=sys.stderr, flush=True)
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    write_to_real_stderr(f"{message() if callable(message) else message}\n")
     os._exit(code)
 
 

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import sys
-import tempfile
+import threading
 
 # "I0000 00:00:1795732122.447 3136 port.cc:153] ..." (absl's format), "2026-12-01
 # 13:25:33.166526: E external/local_xla/.../cuda_platform.cc:51] failed call to cuInit ..."
@@ -32,24 +32,43 @@ _CPP_LOG_LINE = re.compile(
 def cpp_logs_filtered():
     """Within the block, drop the lines TensorFlow's C++ runtime writes to file descriptor 2.
 
-    Everything else written to stderr in the block (Python warnings, tracebacks of
-    errors caught inside) is shown when the block ends, in order. Do not wrap work
-    that draws a progress bar on stderr: it would only appear at the end.
+    Every other line written to stderr in the block (Python warnings, tracebacks of errors
+    caught inside) goes on to stderr as it comes, in order: file descriptor 2 is a pipe
+    read by a thread, so a whole training run can sit inside (TensorFlow logs some lines,
+    such as oneDNN's fallback on CPUs without AVX-512, at its first step, not at import).
     """
     sys.stderr.flush()
     saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            kept = [line for line in capture.read().splitlines(keepends=True) if not _CPP_LOG_LINE.match(line)]
-            if kept:
-                os.write(2, b"".join(kept))
+    _real_stderr.append(saved)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def forward():
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _CPP_LOG_LINE.match(line):
+                    os.write(saved, line)
+
+    reader = threading.Thread(target=forward, name="mnist_loc-stderr", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last writer: the reader sees its end
+        reader.join(timeout=10)
+        _real_stderr.remove(saved)
+        os.close(saved)
+
+
+_real_stderr: list = []  # the stderr each cpp_logs_filtered block replaced, innermost last
+
+
+def write_to_real_stderr(text: str) -> None:
+    """Write ``text`` to the terminal's stderr at once, past any :func:`cpp_logs_filtered`
+    block's pipe: for a last line before ``os._exit``, which would not wait for the pipe."""
+    os.write(_real_stderr[0] if _real_stderr else 2, text.encode())
 
 
 @contextlib.contextmanager

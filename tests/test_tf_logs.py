@@ -1,6 +1,7 @@
 """TensorFlow's C++ log lines are dropped from stderr; everything else written there is kept."""
 
 import os
+import time
 
 from mnist_loc.tf_logs import cpp_logs_filtered
 
@@ -26,3 +27,17 @@ def test_cpp_log_lines_are_dropped_and_the_rest_kept_in_order(capfd):
         for line in (TF_LINES[0], OURS[0], *TF_LINES[1:3], OURS[1], *TF_LINES[3:], OURS[2]):
             os.write(2, line)
     assert capfd.readouterr().err.encode() == b"".join(OURS)
+
+
+def test_lines_pass_while_the_block_runs_so_a_training_run_can_sit_inside(capfd):
+    # oneDNN's "supports DT_INT64 only on platforms with AVX-512" line comes at a detector's first step.
+    late = b"E0000 00:00:1796000000.123456    4242 util.cc:131] oneDNN supports DT_INT64 only on platforms with AVX-512.\n"
+    with cpp_logs_filtered():
+        os.write(2, late + OURS[0])
+        for _ in range(200):  # the reader thread forwards it within the block, not at its end
+            seen = capfd.readouterr().err.encode()
+            if seen:
+                break
+            time.sleep(0.01)
+        os.write(2, late)
+    assert seen == OURS[0] and capfd.readouterr().err == ""
