@@ -36,22 +36,32 @@ from .task import check_canvas_size, check_positive_int
 STRIDE = 2  # build_detector's default
 STRIDES = (1, 2, 4, 8, 16)  # the grids the detector's outputs may have
 NMS_PIXELS = 10  # a peak must be the best of the cells within about 10 px (5x5 cells at stride 2, 3x3 at 4)
-MAX_DETECTIONS = 10  # per canvas by default: COCO's AR@10 (evaluation keeps 5 per digit a task may hold)
+MAX_DETECTIONS = 10  # per canvas, at least: COCO's AR@10 (detections_kept keeps 5 per digit a task may hold)
+DEFAULT_THRESHOLD = 0.5  # the count threshold of a model that saves none (a model of your own)
 HEAT_PRIOR = 0.01  # the heatmap's initial probability: few cells hold a digit's centre
 SIGMA_SCALE = 0.54 / 6  # a digit's heatmap bump: sigma = 0.09 x its box side (TTFNet's alpha / 6)
 
 
+def detections_kept(max_count: int) -> int:
+    """Detections kept per canvas for up to ``max_count`` digits: five per digit, at least
+    :data:`MAX_DETECTIONS` (10 at AIR's two digits, COCO's 100 at 20)."""
+    return max(MAX_DETECTIONS, 5 * int(max_count))
+
+
 @keras.saving.register_keras_serializable(package="mnist_loc")
 class CountThreshold(layers.Layer):
-    """Passes its input through and keeps the score above which a detection counts.
+    """Passes its input through and keeps what decoding needs from the model's file: the
+    score from which a detection counts and the cap on detections per canvas.
 
-    A non-trainable weight, so the threshold chosen on validation canvases is saved in the
-    ``.keras`` file with the model and :func:`mnist_loc.evaluation.predict` finds it there.
+    The threshold is a non-trainable weight, so the one chosen on validation canvases is
+    saved in the ``.keras`` file with the model; ``max_detections`` is in the layer's config.
+    :func:`saved_defaults` reads both (the defaults of :func:`mnist_loc.evaluation.predict`).
     """
 
-    def __init__(self, threshold: float = 0.5, **kwargs):
+    def __init__(self, threshold: float = DEFAULT_THRESHOLD, max_detections: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.initial_threshold = float(threshold)
+        self.max_detections = None if max_detections is None else check_positive_int(max_detections, "max_detections")
 
     def build(self, input_shape):
         self.threshold = self.add_weight(
@@ -63,7 +73,7 @@ class CountThreshold(layers.Layer):
         return inputs
 
     def get_config(self):
-        return {**super().get_config(), "threshold": self.initial_threshold}
+        return {**super().get_config(), "threshold": self.initial_threshold, "max_detections": self.max_detections}
 
 
 def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: int | None = 2, width: int = 48,
@@ -128,7 +138,8 @@ def build_detector(canvas_size: int = 50, num_classes: int = 10, *, max_count: i
     heat = layers.Conv2D(num_classes, 1, bias_initializer=keras.initializers.Constant(prior), name="heatmap", dtype="float32")(x)
     box = layers.Conv2D(4, 1, name="box", dtype="float32")(x)
     detections = layers.Concatenate(name="heads", dtype="float32")([heat, box])
-    detections = CountThreshold(name="detections", dtype="float32")(detections)
+    kept = detections_kept(max_count or 1)
+    detections = CountThreshold(max_detections=kept, name="detections", dtype="float32")(detections)
     outputs = {"detections": detections}
     if max_count is not None:
         c = conv(summary, 64, "count_conv", strides=2)
@@ -147,6 +158,15 @@ def count_threshold(model) -> float | None:
         if isinstance(layer, CountThreshold) and layer.built:
             return round(float(ops.convert_to_numpy(layer.threshold)), 6)
     return None
+
+
+def saved_defaults(model) -> tuple[float, int | None]:
+    """``(threshold, max_detections)`` that decoding ``model``'s outputs uses by default: those
+    its :class:`CountThreshold` layer saved, else :data:`DEFAULT_THRESHOLD` and None (then
+    :func:`detections_kept` of the count head's ``K``, without one :data:`MAX_DETECTIONS`)."""
+    threshold = count_threshold(model)
+    layer = next((layer for layer in getattr(model, "layers", ()) if isinstance(layer, CountThreshold)), None)
+    return (DEFAULT_THRESHOLD if threshold is None else threshold), (layer.max_detections if layer is not None else None)
 
 
 def set_count_threshold(model, threshold: float) -> bool:
@@ -177,8 +197,9 @@ def grid_stride(canvas_size: int, grid: int) -> int | None:
 
 
 def nms_window(stride: int) -> int:
-    """Cells of the peak neighbourhood at ``stride``: the odd number covering ~:data:`NMS_PIXELS`."""
-    return 2 * (-(-NMS_PIXELS // stride) // 2) + 1
+    """Cells of the peak neighbourhood at ``stride``: the odd number covering ~:data:`NMS_PIXELS`,
+    at least 3 (a peak always beats its eight neighbours, at every stride in :data:`STRIDES`)."""
+    return max(3, 2 * (-(-NMS_PIXELS // stride) // 2) + 1)
 
 
 def _stride(grid: int, canvas_size: int) -> int:
@@ -232,7 +253,9 @@ def heatmap_targets(targets, height: int, width: int, num_classes: int, canvas_s
         [batch, num_classes, height, width]), [0, 2, 3, 1])
     heat, centres = ops.maximum(per_class(bump), 0.0), ops.maximum(per_class(is_centre), 0.0)
     owner = ops.argmax(bump, axis=1)  # [B, H, W]
-    owner_boxes = ops.take_along_axis(boxes[:, :, None, None, :], owner[:, None, :, :, None], axis=1)[:, 0]
+    # Each cell's owner's box, gathered from [B, K, 4] by [B, H W] indices: no [B, K, H, W, 4] tensor.
+    cells = ops.reshape(owner, [batch, height * width, 1])
+    owner_boxes = ops.reshape(ops.take_along_axis(boxes, cells, axis=1), [batch, height, width, 4])
     return heat, centres, owner_boxes, ops.max(bump, axis=1)
 
 
@@ -285,33 +308,36 @@ class DetectionLoss(keras.losses.Loss):
 def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS, count=None, window: int | None = None) -> dict:
     """Detections of raw outputs ``[B, H, W, C + 4]`` (numpy or tensor), best first.
 
-    A detection is a cell whose best class score (sigmoid of the heatmap) is the largest of
-    its ``window x window`` neighbourhood (default :func:`nms_window` of the grid's stride:
-    one peak per place, whatever its class), with that
-    class and the cell's decoded box. With ``count`` ``[B, K + 1]`` (the count head's
-    probabilities), the ``i``-th best peak's score becomes the geometric mean of its own and
-    the probability of more than ``i`` digits, so a canvas the count head reads as one digit
-    keeps one confident detection. Returns numpy ``{"boxes": float32 [B, M, 4], "labels":
-    int32 [B, M] (-1 where fewer than M peaks), "scores": float32 [B, M] (sorted, highest
-    first, 0 where none)}``, ``M = min(max_detections, H W)``.
+    A detection is a cell whose best class logit is the largest of its ``window x window``
+    neighbourhood (default :func:`nms_window` of the grid's stride: one peak per place,
+    whatever its class; of equal neighbours, the first in row-major order), with that class,
+    scored by its sigmoid, and the cell's decoded box clipped to the canvas. Peaks are found
+    on logits, not on sigmoids, which round to 1.0 alike for every logit above ~17. With
+    ``count`` ``[B, K + 1]`` (the count head's probabilities), the ``i``-th best peak's score
+    becomes the geometric mean of its own and the probability of more than ``i`` digits, so a
+    canvas the count head reads as one digit keeps one confident detection. Returns numpy
+    ``{"boxes": float32 [B, M, 4] ([xmin, ymin, xmax, ymax] normalized, inside [0, 1]),
+    "labels": int32 [B, M] (-1 wherever the score is 0), "scores": float32 [B, M] (sorted,
+    highest first, 0 where none)}``, ``M = min(max_detections, H W)``.
     """
     detections = ops.convert_to_tensor(detections, "float32")
     num_classes = detections.shape[-1] - 4
     window = window or nms_window(_stride(detections.shape[1], canvas_size))
-    heat = ops.sigmoid(detections[..., :num_classes])
-    best = ops.max(heat, axis=-1)  # [B, H, W]
-    label = ops.argmax(heat, axis=-1)
-    peaks = ops.equal(best, ops.squeeze(ops.max_pool(best[..., None], window, strides=1, padding="same"), -1))
-    score = ops.where(peaks, best, 0.0)
-    batch = ops.shape(score)[0]
-    flat_score = ops.reshape(score, [batch, -1])
+    logits = detections[..., :num_classes]
+    best = ops.max(logits, axis=-1)  # [B, H, W]
+    label = ops.argmax(logits, axis=-1)
+    top = ops.equal(best, ops.squeeze(ops.max_pool(best[..., None], window, strides=1, padding="same"), -1))
+    # Of equal neighbours only the first is a peak: every peak in a window holds the window's maximum.
+    order = -ops.reshape(ops.arange(ops.size(best[0]), dtype="float32"), ops.shape(best)[1:])[None]
+    first = ops.where(top, order, -1e9)
+    peaks = top & ops.equal(first, ops.squeeze(ops.max_pool(first[..., None], window, strides=1, padding="same"), -1))
+    batch = ops.shape(best)[0]
+    flat_score = ops.reshape(ops.where(peaks, ops.sigmoid(best), 0.0), [batch, -1])
     scores, where = ops.top_k(flat_score, k=min(max_detections, flat_score.shape[-1]))
-    boxes = ops.reshape(_decode_boxes(detections[..., num_classes:], canvas_size), [batch, -1, 4])
-    boxes = ops.take_along_axis(boxes, where[..., None], axis=1)
-    labels = ops.take_along_axis(ops.reshape(label, [batch, -1]), where, axis=1)
+    boxes = ops.reshape(ops.clip(_decode_boxes(detections[..., num_classes:], canvas_size), 0.0, 1.0), [batch, -1, 4])
+    boxes = ops.convert_to_numpy(ops.take_along_axis(boxes, where[..., None], axis=1)).astype(np.float32)
+    labels = ops.convert_to_numpy(ops.take_along_axis(ops.reshape(label, [batch, -1]), where, axis=1))
     scores = ops.convert_to_numpy(scores).astype(np.float32)
-    labels = np.where(scores > 0, ops.convert_to_numpy(labels), -1).astype(np.int32)
-    boxes = ops.convert_to_numpy(boxes).astype(np.float32)
     if count is not None:
         count = np.asarray(count, np.float64)
         more_than = 1.0 - np.cumsum(count, axis=-1)[:, :-1]  # P(count > i), i = 0 .. K - 1
@@ -321,7 +347,7 @@ def decode(detections, canvas_size: int, max_detections: int = MAX_DETECTIONS, c
         order = np.argsort(-scores, axis=1, kind="stable")
         scores, labels = np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)
         boxes = np.take_along_axis(boxes, order[..., None], 1)
-    return {"boxes": boxes, "labels": labels, "scores": scores}
+    return {"boxes": boxes, "labels": np.where(scores > 0, labels, -1).astype(np.int32), "scores": scores}
 
 
 def compile_detector(model: keras.Model, *, canvas_size: int, count: bool = False, learning_rate=1e-3, box_weight: float = 1.0,

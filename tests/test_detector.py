@@ -1,12 +1,13 @@
 """The detector: its outputs, targets, loss and decoding on hand-made canvases whose answer is known."""
 
+import keras
 import numpy as np
 import pytest
 
 from mnist_loc.artifacts import load_model, save_model
 from mnist_loc.detector import (
     STRIDE, DetectionLoss, build_detector, count_threshold, decode, grid_stride, heatmap_targets, nms_window, pack_targets,
-    set_count_threshold,
+    saved_defaults, set_count_threshold,
 )
 
 S, C = 50, 10  # a 50 px canvas: a 25 x 25 grid of 2 px cells
@@ -179,3 +180,68 @@ def test_count_threshold_travels_in_the_keras_file(tmp_path):
     assert count_threshold(loaded) == pytest.approx(0.37)
     x = np.random.default_rng(0).random((2, S, S, 1), np.float32)
     np.testing.assert_array_equal(np.asarray(loaded(x)["detections"]), np.asarray(model(x)["detections"]))
+
+
+def test_saturated_neighbours_make_one_peak_not_two():
+    # Logits 30 and 25 both give a sigmoid of exactly 1.0 in float32: peaks are found on logits.
+    out = np.full((1, GRID, GRID, C + 4), -12.0, np.float32)
+    out[..., C:] = 0.0  # every box a point at its cell's centre
+    out[0, 5, 5, 2], out[0, 5, 6, 2] = 25.0, 30.0
+    out[0, 15, 15, 7], out[0, 15, 16, 7] = 40.0, 40.0  # equal logits: the first in row-major order
+    found = decode(out, S)
+    assert (found["scores"][0] >= 0.5).sum() == 2 and found["labels"][0, :2].tolist() == [2, 7]
+    centres = (found["boxes"][0, :2, :2] + found["boxes"][0, :2, 2:]) / 2 * S / STRIDE - 0.5  # zero distances: the cell
+    assert sorted(map(tuple, np.round(centres).astype(int).tolist())) == [(6, 5), (15, 15)]
+
+
+@pytest.mark.parametrize("stride", [4, 8, 16])
+def test_every_stride_suppresses_a_peaks_neighbours(stride):
+    assert nms_window(stride) >= 3
+    size = 300
+    grid = -(-size // stride)
+    out = np.full((1, grid, grid, C + 4), -12.0, np.float32)
+    out[0, 8, 8, 3], out[0, 8, 9, 3], out[0, 9, 9, 5] = 5.0, 4.0, 3.0  # one digit seen by three cells
+    found = decode(out, size)
+    assert (found["scores"][0] >= 0.5).sum() == 1 and found["labels"][0, 0] == 3
+
+
+def test_a_detection_scored_zero_has_no_label_and_boxes_stay_on_the_canvas():
+    out = np.full((1, GRID, GRID, C + 4), -12.0, np.float32)
+    out[0, 3, 3, 1], out[0, 20, 20, 2] = 6.0, 5.0
+    out[0, 3, 3, C:] = 0.5  # 25 px to each side of a cell 7 px from the corner: off the canvas
+    found = decode(out, S, count=np.array([[0.0, 1.0, 0.0]]))  # exactly one digit: P(> 1) = 0
+    assert found["scores"][0, 0] > 0.9 and found["labels"][0, 0] == 1
+    assert np.all(found["labels"][0, 1:] == -1) and np.all(found["scores"][0, 1:] == 0)
+    assert found["boxes"].min() >= 0.0 and found["boxes"].max() <= 1.0
+    np.testing.assert_allclose(found["boxes"][0, 0], [0.0, 0.0, 3.5 * STRIDE / S + 0.5, 3.5 * STRIDE / S + 0.5], rtol=1e-6)
+
+
+def test_threshold_and_cap_are_predicts_arguments_defaulting_to_the_saved_ones(tmp_path):
+    from mnist_loc.evaluation import predict
+
+    model = build_detector(S, C, max_count=3)
+    assert saved_defaults(model) == (0.5, 15), "five detections per digit the model may count"
+    set_count_threshold(model, 0.0)
+    save_model(model, tmp_path / "d.keras")
+    loaded = load_model(tmp_path / "d.keras")
+    x = np.random.default_rng(0).random((2, S, S, 1), np.float32)
+    every = predict(loaded, x)
+    assert every["boxes"].shape == (2, 15, 4) and every["counts"].tolist() == (every["labels"] >= 0).sum(1).tolist()
+    fewer = predict(loaded, x, threshold=1.0, max_detections=4)
+    assert fewer["boxes"].shape == (2, 4, 4) and fewer["counts"].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="a detector's"):
+        predict(keras.Model(*(lambda i: (i, {"classification": keras.layers.Dense(C, activation="softmax")(keras.layers.Flatten()(i)),
+                                                "bounding_box": keras.layers.Dense(4)(keras.layers.Flatten()(i))}))(keras.Input((S, S, 1)))),
+                x, threshold=0.3)
+
+
+@pytest.mark.slow
+def test_a_saved_detector_loads_as_the_first_call_of_a_new_process(tmp_path):
+    import subprocess
+    import sys
+
+    save_model(build_detector(S, C), tmp_path / "d.keras")
+    code = f"import mnist_loc; m = mnist_loc.load_model({str(tmp_path / 'd.keras')!r}); print(m.name)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "mnist_loc_detector"
