@@ -145,26 +145,26 @@ def _canvas_batches(images, labels, num_classes, task, batch_size, seed, split_c
 def _scene_batches(images, labels, task, batch_size, seed, split_code, training, first_step=0,
                    num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
     """:func:`_canvas_batches` for a detection task: canvases of several digits (:func:`~mnist_loc.placement.draw_scenes`)."""
-    num_canvases = task.canvases[split_code - 1]
+    pass_size = task.canvases[split_code - 1]
     digits, digit_labels = tf.constant(images), tf.constant(labels)
 
     @tf.autograph.experimental.do_not_convert
     def to_scenes(indices, counts, key):
-        canvases, found, boxes = draw_scenes(digits, digit_labels, indices, counts, key, task, num_canvases)
+        canvases, found, boxes = draw_scenes(digits, digit_labels, indices, counts, key, task, pass_size)
         return canvases, {"labels": found, "boxes": boxes}
 
     def one_pass(pass_index):  # canvases are independent draws: no shuffle needed
         key = stream_key(seed, split_code, pass_index)
-        counts = scene_counts(num_canvases, tf.random.experimental.stateless_fold_in(key, 0), task)
-        batches = tf.data.Dataset.from_tensor_slices((tf.range(num_canvases), counts)).batch(batch_size, drop_remainder=training)
+        counts = scene_counts(pass_size, tf.random.experimental.stateless_fold_in(key, 0), task)
+        batches = tf.data.Dataset.from_tensor_slices((tf.range(pass_size), counts)).batch(batch_size, drop_remainder=training)
         return batches.map(lambda indices, counts: (indices, counts, key))
 
     if not training:
         ds = one_pass(tf.constant(0, tf.int64))
     else:
-        steps_per_pass = num_canvases // batch_size
+        steps_per_pass = pass_size // batch_size
         if steps_per_pass == 0:
-            raise ValueError(f"batch_size {batch_size} is larger than the {num_canvases} training canvases of a pass")
+            raise ValueError(f"batch_size {batch_size} is larger than the {pass_size} training canvases of a pass")
         first_pass = first_step // steps_per_pass
         ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(first_step - first_pass * steps_per_pass)
     ds = ds.map(to_scenes, num_parallel_calls=num_parallel_calls, deterministic=True)
@@ -198,7 +198,7 @@ def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64,
     Returns:
       ``tf.data.Dataset`` of ``(images, targets)``: images float32 ``[B, S, S, 1]`` in [0, 1];
       targets ``{"classification": float32 one-hot [B, C], "bounding_box": float32 [B, 4]}``.
-      For a detection task (``task.detection``) a pass holds ``task.canvases`` canvases and
+      For a detection task (``task.kind == "detection"``) a pass holds ``task.canvases`` canvases and
       targets are ``{"labels": int32 [B, K] (-1: no digit), "boxes": float32 [B, K, 4]}``,
       padded to ``K = task.max_count``, digits in drawing order; ``train()`` packs them into
       the detector's one target (:func:`mnist_loc.detector.pack_targets`).
@@ -206,7 +206,7 @@ def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64,
     task = get_task(task)
     digits.check(task)
     images, labels = digits.split(split)
-    if task.canvases:
+    if task.kind == "detection":
         return _scene_batches(
             images, labels, task, check_positive_int(batch_size, "batch_size"), int(seed), _SPLIT_CODES[split],
             split == "train" if training is None else bool(training), check_positive_int(first_step, "first_step", minimum=0),
@@ -216,6 +216,14 @@ def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64,
         _SPLIT_CODES[split], split == "train" if training is None else bool(training),
         check_positive_int(first_step, "first_step", minimum=0),
     )
+
+
+def num_canvases(task: Task, digits: Digits, split: str) -> int:
+    """How many canvases a pass of ``split`` holds: ``task.canvases``' entry for a detection task,
+    else one per digit of the split."""
+    if task.kind == "detection":
+        return task.canvases[_SPLIT_CODES[_check_split(split)] - 1]
+    return len(digits.split(split)[1])
 
 
 def canvases_at(split: str, indices, *, digits: Digits, task=None, seed: int = 0):
@@ -229,11 +237,11 @@ def canvases_at(split: str, indices, *, digits: Digits, task=None, seed: int = 0
     task = get_task(task)
     digits.check(task)
     images, labels = digits.split(split)
-    count = task.canvases[_SPLIT_CODES[split] - 1] if task.canvases else len(images)
+    count = num_canvases(task, digits, split)
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
     if indices.size and (indices.min() < 0 or indices.max() >= count):
         raise ValueError(f"indices must lie in [0, {count}) for split {split!r}")
-    if task.canvases:
+    if task.kind == "detection":
         key = stream_key(int(seed), _SPLIT_CODES[split], 0)
         counts = tf.gather(scene_counts(count, tf.random.experimental.stateless_fold_in(key, 0), task), indices)
         parts = []

@@ -263,7 +263,7 @@ def scene_attempt(num_canvases: int, num_digits: int, key, task: Task) -> dict:
     return {"sources": sources, "sizes": sizes, "offsets": offsets}
 
 
-def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: int):
+def draw_air_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: int):
     """Canvases ``indices`` of one pass by AIR's rules, each redrawn until no pixel overflows.
 
     ``digits`` uint8 ``[D, 28, 28, 1]`` and ``labels`` int ``[D]``: the split; ``counts``
@@ -275,8 +275,6 @@ def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: 
     digits in drawing order, label -1 and box 0 where a canvas holds fewer than ``K``; boxes
     are each digit's own tight ink box ``[xmin, ymin, xmax, ymax]`` normalized to the canvas.
     """
-    if task.rules == "mnist-detection":
-        return draw_dense_scenes(digits, labels, indices, counts, key, task)
     size, k = task.canvas_size, task.max_count
     batch = tf.shape(indices)[0]
     present = tf.range(k)[None, :] < counts[:, None]  # [B, K]
@@ -365,9 +363,9 @@ def place_dense(sides, offsets, boxes_of, present, canvas_size: int):
     return tf.stack(chosen_sides, 1), tf.stack(chosen_offsets, 1), tf.stack(boxes, 1)
 
 
-def draw_dense_scenes(digits, labels, indices, counts, key, task: Task):
+def draw_dense_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: int):
     """Canvases ``indices`` of one pass by ``generate_data.py``'s rules (:mod:`mnist_loc.task`):
-    :func:`draw_scenes` for ``rules="mnist-detection"``, same arguments and returns. Digits
+    :func:`draw_air_scenes`' arguments and returns (``num_canvases`` unused: each canvas is keyed by its index). Digits
     are resized bilinearly (:func:`linear_weights`), each boxed by its own ink before the
     next is placed, added, and the sum clipped at 1."""
     size = task.canvas_size
@@ -385,3 +383,12 @@ def draw_dense_scenes(digits, labels, indices, counts, key, task: Task):
     canvases = tf.minimum(canvas[0], 1.0)  # added, then clipped at full intensity
     found = tf.where(present, tf.gather(tf.cast(labels, tf.int32), sources), -1)
     return canvases[..., None], found, boxes
+
+
+SCENE_DRAWERS = {"air": draw_air_scenes, "mnist-detection": draw_dense_scenes}  # task.rules -> how its canvases are drawn
+
+
+def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: int):
+    """Canvases ``indices`` of one pass of a task of several digits, by its rules
+    (:data:`SCENE_DRAWERS`); arguments and returns as :func:`draw_air_scenes`'."""
+    return SCENE_DRAWERS[task.rules](digits, labels, indices, counts, key, task, num_canvases)

@@ -61,8 +61,9 @@ MIN_SCALE = 0.25
 # splits="mnist-cluttered" can restore the file order.
 FILE_ORDER_DATASETS = ("mnist", "fashion_mnist")
 MNIST_CLUTTERED_VALIDATION = 10_000
-PLACEMENT_RULES = ("mnist_loc", "air", "mnist-detection")
-SCENE_RULES = ("air", "mnist-detection")  # several digits per canvas, ``canvases`` per split
+KINDS = {"mnist_loc": "localization", "air": "detection", "mnist-detection": "detection"}  # each rule's kind of answer
+PLACEMENT_RULES = tuple(KINDS)
+SCENE_RULES = tuple(rule for rule, kind in KINDS.items() if kind == "detection")  # several digits, ``canvases`` per split
 DETECTION_SIDES = (15, 99)  # generate_data.py's randint(15, 100): digit sides 15 .. 99 px
 DETECTION_MAX_IOU = 0.25  # a new digit's square must overlap every earlier digit's box less
 
@@ -111,9 +112,9 @@ class Task:
       clutter_overlap: whether pieces may overlap the target (see the module doc).
       splits: ``"tfds"`` or ``"mnist-cluttered"`` (see the module doc).
       count: ``(lo, hi)`` digits per canvas, drawn uniformly per canvas; ``(1, 1)`` for the
-        single-digit tasks. A task with another range is a *detection* task.
+        ``"mnist_loc"`` rules.
       rules: ``"mnist_loc"``, ``"air"`` or ``"mnist-detection"`` (see the module doc; the
-        last two ignore ``scale``).
+        last two ignore ``scale``). The rules alone decide the task's :attr:`kind`.
       canvases: ``(train pass, validation, test)`` canvases per split, for the ``"air"`` and
         ``"mnist-detection"`` rules; None (``"mnist_loc"``): one canvas per digit of the split.
     """
@@ -172,9 +173,10 @@ class Task:
             object.__setattr__(self, name, value)  # normalized: ints, a tuple of floats
 
     @property
-    def detection(self) -> bool:
-        """True for a task with another count than one digit per canvas."""
-        return self.count != (1, 1)
+    def kind(self) -> str:
+        """``"localization"`` (one digit per canvas: its class and box) or ``"detection"``
+        (several: boxes, classes, scores and a count), decided by ``rules`` alone."""
+        return KINDS[self.rules]
 
     @property
     def max_count(self) -> int:

@@ -24,7 +24,7 @@ def solid_digits(value=255, n=20):
 
 def test_the_task_is_generate_data_py():
     assert (DENSE.canvas_size, DENSE.count, DENSE.box, DENSE.canvases) == (300, (1, 20), "ink", (10_000, 1_000, 1_000))
-    assert DENSE.detection and DENSE.max_count == 20 and Task.from_dict(DENSE.to_dict()) == DENSE
+    assert DENSE.kind == "detection" and DENSE.max_count == 20 and Task.from_dict(DENSE.to_dict()) == DENSE
     with pytest.raises(ValueError, match="canvas_size must be > 99"):
         DENSE.replace(canvas_size=99)
     with pytest.raises(ValueError, match="box='ink', clutter=0"):

@@ -22,7 +22,7 @@ def white_digits(n=20):
 
 def test_the_task_is_airs_multi_mnist():
     assert (MULTI.canvas_size, MULTI.count, MULTI.box, MULTI.canvases) == (50, (0, 2), "ink", (60_000, 5_000, 10_000))
-    assert MULTI.detection and MULTI.max_count == 2 and not TASKS["course"].detection
+    assert MULTI.kind == "detection" and MULTI.max_count == 2 and TASKS["course"].kind == "localization"
     assert Task.from_dict(MULTI.to_dict()) == MULTI
     with pytest.raises(ValueError, match="one digit per canvas"):
         Task(count=(0, 2))
