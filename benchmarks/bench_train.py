@@ -79,7 +79,7 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
 
     from mnist_loc.data import Digits, make_dataset
     from mnist_loc.model import build_model, compile_model, trunk_policy
-    from mnist_loc.training import compile_for
+    from mnist_loc.training import prepare
 
     if kind.startswith("lab"):
         batch_size = 64
@@ -93,7 +93,8 @@ def trainer(kind: str, chunks: int, chunk_examples: int, data_dir, overrides: di
         batch_size = config.batch_size
         keras.utils.set_random_seed(config.seed)  # exactly as train() runs: seeded, with op determinism
         tf.config.experimental.enable_op_determinism()
-        model = compile_for(build_model(dtype_policy=trunk_policy(config.mixed_precision)), config, chunk_examples // batch_size)
+        model = build_model(dtype_policy=trunk_policy(config.mixed_precision))
+        prepare(model, config, 10, chunk_examples // batch_size)
         digits = Digits.find(data_dir=data_dir)
         train = make_dataset("train", digits, batch_size=batch_size)
         validation = make_dataset("validation", digits, batch_size=config.validation_batch_size)

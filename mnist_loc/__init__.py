@@ -3,15 +3,21 @@
 Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
 Modules, bottom up (a module imports only those before it):
 
-- ``task`` (what the canvases are), ``boxes`` (IoU), ``config`` (the recipe), ``tf_logs``,
-  ``safe_writes`` (atomic files, one writer per folder): pure Python;
+- ``task`` (what the canvases are, and their kind of answer), ``boxes`` (IoU), ``config`` (the
+  recipe), ``tf_logs``, ``safe_writes`` (atomic files, one writer per folder), ``artifacts``
+  (the run folder): pure Python; ``plots`` (figures of arrays, matplotlib only);
 - ``tfds_source`` (where digits come from), ``placement`` (how a canvas is drawn),
   ``data`` (the in-memory ``Digits`` a run trains on and the canvases drawn from them);
-- ``model`` (the course model, its losses) and ``detector`` (several digits per canvas: the
-  dense-head detector, its loss and decoding), knowing nothing of data;
-- ``detection_eval`` (COCO AP by pycocotools, counting), ``evaluation``, ``training``,
-  ``explain`` (Grad-CAM) for any Keras model with the two outputs or the detector's; ``artifacts`` (the run folder), ``experiment`` (``run()``: train, score, write);
-- ``table``, ``plots`` and ``cli`` on top.
+- ``model`` (the course model, its losses) and ``detector`` (the dense-head detector, its loss
+  and decoding), knowing nothing of data;
+- ``inference`` (what both kinds share: canvases checked for a model, the cached forward pass);
+- the two kinds of answer, each in one module with the same names (its default model, output
+  check, compile, targets, predict, calibration, report, table columns, picture):
+  ``localization`` (one digit per canvas) and ``detection`` (several: COCO AP by pycocotools,
+  counting);
+- ``evaluation`` (``predict``, ``evaluate`` and the kind that answers), ``training``,
+  ``explain`` (Grad-CAM), ``experiment`` (``run()``: train, score, write);
+- ``table`` and ``cli`` on top.
 
 Names below are imported on first use, so ``import mnist_loc`` (and ``python -m mnist_loc
 --help``) does not load TensorFlow.
@@ -37,10 +43,10 @@ _EXPORTS = {
     "compile_model": "model",
     "MeanBoxIoU": "model",
     "build_detector": "detector",
-    "evaluate_detections": "detection_eval",
+
     "train": "training",
     "TrainingDiverged": "training",
-    "ModelOutputError": "training",
+    "ModelOutputError": "inference",
     "evaluate": "evaluation",
     "predict": "evaluation",
     "heatmaps": "explain",

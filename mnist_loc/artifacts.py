@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import statistics
 import json
+import math
 import os
 import warnings
 import zipfile
@@ -65,7 +67,7 @@ def load_model(path):
     """
     import keras
 
-    from . import model as _registered  # noqa: F401  registers MeanBoxIoU and BoxLoss
+    from . import detector, model  # noqa: F401  register their Keras classes (losses, metric, CountThreshold)
 
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -155,7 +157,8 @@ def describe_model(model) -> dict:
     for the course model's bfloat16 trunk)."""
     cls = type(model)
     dtypes = sorted({layer.compute_dtype for layer in model.layers if layer.compute_dtype})
-    return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(model.count_params()), "compute_dtypes": dtypes}
+    parameters = sum(math.prod(variable.shape) for variable in model.weights)  # Keras' count_params, also for a model traced but not called
+    return {"name": model.name, "class": f"{cls.__module__}.{cls.__qualname__}", "parameters": int(parameters), "compute_dtypes": dtypes}
 
 
 def save_run(out_dir, model, metrics: dict, history: dict, task: dict, figure=None) -> None:
@@ -173,7 +176,8 @@ def save_run(out_dir, model, metrics: dict, history: dict, task: dict, figure=No
 
 
 def read_metrics(folder) -> dict:
-    """The ``metrics.json`` of a run folder. Raises ValueError naming the folder if it has none."""
+    """The ``metrics.json`` of a run folder. Raises ValueError naming the folder if it has none, or
+    if it lacks the training times or the config (its kind's scores are checked by the table)."""
     path = os.path.join(os.fspath(folder), METRICS_FILE)
     try:
         with open(path, encoding="utf-8") as f:
@@ -182,8 +186,7 @@ def read_metrics(folder) -> dict:
         raise ValueError(f"{folder} is not a run folder (no metrics.json)") from None
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is unreadable ({' '.join(str(error).split())})") from None
-    scores = ("ap", "ap50", "count_accuracy", "fully_right") if "ap" in metrics else ("accuracy", "mean_iou", "iou_at_50")
-    missing = [k for k in (*scores, "train_seconds", "train_cpu_seconds", "config") if k not in metrics]
+    missing = [k for k in ("train_seconds", "train_cpu_seconds", "config") if k not in metrics]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: not written by mnist_loc's run()")
     return metrics
@@ -195,7 +198,8 @@ _NEWER_FIELDS = {"detector": "small", "class_loss_weight": 0.0}  # TrainConfig f
 def finished_run(out_dir, config: dict, model: dict, split: str, tta: bool) -> dict | None:
     """The ``metrics.json`` of the finished run in ``out_dir`` if it is this run (the same
     ``config`` dict, split, test-time augmentation, and a model of the same name and parameter
-    count as ``model``, :func:`describe_model`), else None."""
+    count as ``model``, :func:`describe_model`; ``parameters`` None: any, for the default model
+    whose shape the config fixes), else None."""
     if not os.path.exists(os.path.join(out_dir, "model.keras")):
         return None
     try:
@@ -204,8 +208,9 @@ def finished_run(out_dir, config: dict, model: dict, split: str, tta: bool) -> d
         return None
     stored = metrics.get("model", {})
     recorded = {**_NEWER_FIELDS, **metrics["config"]}
+    parameters = stored.get("parameters") if model["parameters"] is None else model["parameters"]  # None: the config fixes them
     same = (recorded, metrics.get("split"), bool(metrics.get("tta")), stored.get("name"), stored.get("parameters"))
-    return metrics if same == (config, split, bool(tta), model["name"], model["parameters"]) else None
+    return metrics if same == (config, split, bool(tta), model["name"], parameters) else None
 
 
 def notebook_metrics(path) -> dict:
@@ -222,3 +227,14 @@ def notebook_metrics(path) -> dict:
                 if line.startswith("METRICS {"):
                     return json.loads(line[len("METRICS "):])
     raise ValueError(f"{path} has no 'METRICS {{...}}' line in its outputs: run it first")
+
+
+def spread(values, fmt: str) -> str:
+    """Several runs' numbers as one cell: ``mean (lowest–highest)`` in ``fmt``, the number alone
+    for one run, "–" for none (None values are skipped)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.mean(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"

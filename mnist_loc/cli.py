@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .tf_logs import import_tensorflow_quietly
+from .tf_logs import cpp_logs_filtered, import_tensorflow_quietly
 
 USAGE_ERROR = 2
 RUN_ERROR = 1
@@ -55,6 +55,29 @@ def _add_data_flags(parser) -> None:
     parser.add_argument("--no-download", dest="download", action="store_false", help="never download: fail if MNIST is not prepared")
 
 
+COMMANDS = {  # name: (help, description)
+    "train": ("train the model, evaluate it on the test canvases, save everything", (
+        "Train with mnist_loc's recipe for the task, evaluate on the task's fixed test canvases and write OUT/model.keras, "
+        "OUT/task.json, OUT/metrics.json (test report, train_seconds, config), OUT/history.csv and OUT/predictions.png. "
+        "Every finished epoch is backed up in OUT/backup/: if the run is interrupted, the same command resumes it.")),
+    "evaluate": ("score a saved model on the fixed test (or validation) canvases", (
+        "Print the evaluation report of a saved model, its kind's: accuracy, IoU statistics and per-class numbers for one "
+        "digit a canvas; COCO AP, recall, counting and per-class AP50 for several. With --json, also write it as JSON.")),
+    "predict": ("predict digits and boxes for image files", (
+        "For each image (PNG or .npy, grayscale, light digit on black like MNIST) print the predicted digit, its "
+        "confidence and the box [xmin, ymin, xmax, ymax] in pixels (a detector: each digit it counts). An image smaller "
+        "than the model's canvas is placed at the canvas' top-left corner on black, so the box stays in the image's own "
+        "pixel frame; a larger one is refused. RGB(A) PNGs are converted to gray by averaging R, G and B. With --draw, "
+        "writes a PNG of the images with their predicted boxes; with --explain, a PNG of where a two-headed model looks "
+        "for each head (Grad-CAM on its last convolution).")),
+    "table": ("compare run folders in one Markdown table", (
+        "Read the metrics.json of each run folder (written by train, run() or a notebook, on any machine: copy the "
+        "folders here) and print one row per task x model x recipe: number of seeds, then each kind's scores (error %%, "
+        "accuracy, mean IoU, IoU >= 0.5; AP, AP50, count accuracy, fully right) and train seconds (wall and CPU) as mean "
+        "(lowest-highest).")),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .config import TrainConfig
     from .task import TASKS
@@ -62,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     parser = _Parser(prog="python -m mnist_loc", description="MNIST object localization: one CNN classifies a digit and regresses its box.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    train = sub.add_parser("train", help="train the model, evaluate it on the test canvases, save everything", description=(
-        "Train with mnist_loc's recipe for the task, evaluate on the task's fixed test canvases and write OUT/model.keras, "
-        "OUT/task.json, OUT/metrics.json (test report, train_seconds, config), OUT/history.csv and OUT/predictions.png. "
-        "Every finished epoch is backed up in OUT/backup/: if the run is interrupted, the same command resumes it."))
+    train, evaluate, predict, table = (sub.add_parser(name, help=h, description=text) for name, (h, text) in COMMANDS.items())
     for flags, kwargs in (
         (["--task"], dict(choices=tuple(TASKS), default="course", help="named task (default course); --dataset/--scale/--box/--clutter refine it, the recipe stays the named task's")),
         (["--preset"], dict(choices=("default", "fast", "lab"), default="default", help="recipe: mnist_loc's for the task (default), fast (the lab's quality in a fraction of its time) or the course lab's; recipe flags go on top")),
@@ -85,34 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
         (["--restart"], dict(action="store_true", help="discard an existing backup in OUT/backup instead of resuming it")),
     ):
         train.add_argument(*flags, **kwargs)
-    _add_data_flags(train)
-
-    evaluate = sub.add_parser("evaluate", help="score a saved model on the fixed test (or validation) canvases", description=(
-        "Print the evaluation report of a saved model: accuracy, IoU statistics, detection accuracy, per-class numbers. "
-        "With --json, also write it as JSON."))
-    evaluate.add_argument("--model", required=True, help="a .keras file written by train")
+    for command in (train, evaluate):
+        _add_data_flags(command)
+    for command in (evaluate, predict):
+        command.add_argument("--model", required=True, help="a .keras file written by train")
+        command.add_argument("--tta", action="store_true", help=TTA_HELP)
     evaluate.add_argument("--split", choices=("test", "validation"), default="test")
     evaluate.add_argument("--seed", type=_int_at_least(0), default=0, help="placement seed of the canvases (default 0, as train)")
-    _add_data_flags(evaluate)
-    evaluate.add_argument("--tta", action="store_true", help=TTA_HELP)
     evaluate.add_argument("--json", metavar="FILE", help="also write the report here")
-
-    predict = sub.add_parser("predict", help="predict digit and box for image files", description=(
-        "For each image (PNG or .npy, grayscale, light digit on black like MNIST) print the predicted digit, its "
-        "confidence and the box [xmin, ymin, xmax, ymax] in pixels. An image smaller than the model's canvas is placed at "
-        "the canvas' top-left corner on black, so the box stays in the image's own pixel frame; a larger one is refused. "
-        "RGB(A) PNGs are converted to gray by averaging R, G and B. With --draw, writes a PNG of the images with their "
-        "predicted boxes; with --explain, a PNG of where the model looks for each head (Grad-CAM on its last convolution)."))
-    predict.add_argument("--model", required=True, help="a .keras file written by train")
     predict.add_argument("images", nargs="+", metavar="IMAGE")
-    predict.add_argument("--tta", action="store_true", help=TTA_HELP)
     predict.add_argument("--draw", metavar="OUT.png", help="save the images with predicted boxes drawn")
     predict.add_argument("--explain", metavar="OUT.png", help="save Grad-CAM heatmaps of both heads over the images: where the model looks to name the digit and to place the box")
-
-    table = sub.add_parser("table", help="compare run folders in one Markdown table", description=(
-        "Read the metrics.json of each run folder (written by train, run() or a notebook, on any machine: copy the "
-        "folders here) and print one row per task x model x recipe: number of seeds, then error %%, accuracy, mean IoU, "
-        "IoU >= 0.5 and train seconds (wall and CPU) as mean (lowest-highest)."))
     table.add_argument("runs", nargs="+", metavar="RUN_DIR")
     return parser
 
@@ -139,6 +142,7 @@ def _cmd_train(args) -> int:
     import tensorflow as tf
 
     from .data import Digits
+    from .evaluation import kind_of
     from .experiment import run
 
     config = train_config(args)
@@ -155,7 +159,7 @@ def _cmd_train(args) -> int:
     report = result.report
     title = (f"test report ({report['num_examples']:,} canvases, placement seed {report['placement_seed']}); "
              f"train {result.train_seconds:.1f} s (CPU {result.train_cpu_seconds:.0f} s)")
-    print(_format(report, title, None if config.task.dataset == "mnist" else digits.class_names))
+    print(kind_of(config.task).format_report(report, title, class_names=None if config.task.dataset == "mnist" else digits.class_names))
     print(f"wrote {args.out}/model.keras, task.json, metrics.json, history.csv, predictions.png")
     return 0
 
@@ -170,34 +174,27 @@ def _cmd_table(args) -> int:
 def _cmd_evaluate(args) -> int:
     from . import artifacts
     from .data import Digits
-    from .evaluation import evaluate
+    from .evaluation import kind_of
     from .safe_writes import write_json
 
     model = artifacts.load_model(args.model)
     task, names = _saved_task(args.model, model)
     digits = Digits.find(task, args.data_dir, download=args.download)
-    report = {**evaluate(model, digits, task=task, split=args.split, seed=args.seed, tta=args.tta), "split": args.split}
+    report = {**kind_of(task, model).evaluate(model, digits, task=task, split=args.split, seed=args.seed, tta=args.tta),
+              "split": args.split}
     title = f"{args.split} report of {args.model} ({report['num_examples']:,} canvases, seed {args.seed}; {task.describe()})"
-    print(_format(report, title, None if task.dataset == "mnist" else names))
+    print(kind_of(task).format_report(report, title, class_names=None if task.dataset == "mnist" else names))
     if args.json:
         write_json(args.json, report)
         print(f"wrote {args.json}")
     return 0
 
 
-def _format(report, title, class_names):
-    """A single-digit report or a detection report (it has ``ap``), as lines."""
-    from .detection_eval import format_detection_report
-    from .evaluation import format_report
-
-    return (format_detection_report if "ap" in report else format_report)(report, title, class_names=class_names)
-
-
 def _saved_task(model_path, model):
     """The task a saved model was trained on (task.json beside it) and its class names;
     for a model saved without one, the course task at the model's canvas size."""
     from . import artifacts
-    from .evaluation import model_canvas_size
+    from .inference import model_canvas_size
     from .task import Task
 
     task, names = artifacts.read_task(model_path)
@@ -243,7 +240,7 @@ def read_image(path: str, canvas_size: int):
     """
     import numpy as np
 
-    from .evaluation import to_unit_float
+    from .inference import to_unit_float
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image not found: {path}")
@@ -285,64 +282,29 @@ def _cmd_predict(args) -> int:
     import numpy as np
 
     from . import artifacts
-    from .evaluation import predict
+    from .evaluation import kind_of, predict
     from .safe_writes import atomic_path
 
     model = artifacts.load_model(args.model)
     task, names = _saved_task(args.model, model)
-    size = task.canvas_size
+    size, names = task.canvas_size, None if task.dataset == "mnist" else names
+    kind = kind_of(model=model, canvas_size=size)
     images = np.stack([read_image(path, size)[0] for path in args.images])
     pred = predict(model, images, tta=args.tta, canvas_size=size)
-    if "counts" in pred:
-        return _print_detections(args, images, pred, size, names if task.dataset != "mnist" else None)
-    for path, label, confidence, box in zip(args.images, pred["labels"], pred["confidence"], pred["boxes"]):
-        pixels = ", ".join(f"{v:.1f}" for v in np.asarray(box) * size)
-        what = f"digit {label}" if task.dataset == "mnist" else f"class {names[label] if names else label}"
-        print(f"{path}: {what} (confidence {confidence:.3f}), box [{pixels}] px")
+    print("\n".join(kind.print_predictions(args.images, pred, size, names)))
+    figures = {}
     if args.draw:
-        from .plots import plot_canvases
-
-        fig = plot_canvases(images, None, pred["boxes"], pred_labels=pred["labels"])
-        with atomic_path(args.draw) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        print(f"wrote {args.draw}")
+        figures[args.draw] = kind.draw_predictions(images, pred, names)
     if args.explain:
         from .explain import HEADS, heatmaps
         from .plots import plot_heatmaps
 
         maps = {head: heatmaps(model, images, head) for head in HEADS}
-        fig = plot_heatmaps(images, maps, None, pred["boxes"], pred_labels=pred["labels"])
-        with atomic_path(args.explain) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        print(f"wrote {args.explain}")
-    return 0
-
-
-def _print_detections(args, images, pred, size, names) -> int:
-    """``predict``'s lines and drawing for a model with the detector's outputs."""
-    import numpy as np
-
-    from .plots import plot_detections
-    from .safe_writes import atomic_path
-
-    if args.explain:
-        raise ValueError("--explain draws the two-headed model's Grad-CAM; this model is a detector")
-    for i, path in enumerate(args.images):
-        count = int(pred["counts"][i])
-        found = [
-            f"{names[label] if names else label} ({score:.3f}) [{', '.join(f'{v:.1f}' for v in box * size)}] px"
-            for label, score, box in zip(pred["labels"][i][:count], pred["scores"][i][:count], pred["boxes"][i][:count])
-        ]
-        print(f"{path}: {count} digit{'s' if count != 1 else ''}" + (": " + "; ".join(found) if found else ""))
-    if args.draw:
-        shown = {k: np.asarray(pred[k]) for k in ("boxes", "labels", "scores")}
-        keep = np.arange(shown["scores"].shape[1])[None, :] < np.asarray(pred["counts"])[:, None]
-        shown["labels"] = np.where(keep, shown["labels"], -1)
-        fig = plot_detections(images[..., None], None, None, shown, 0.0, class_names=names,
-                              captions=[f"{int(c)} found" for c in pred["counts"]])
-        with atomic_path(args.draw) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        print(f"wrote {args.draw}")
+        figures[args.explain] = plot_heatmaps(images, maps, None, pred["boxes"], pred_labels=pred["labels"])
+    for path, figure in figures.items():
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png", dpi=100)
+        print(f"wrote {path}")
     return 0
 
 
@@ -411,19 +373,15 @@ def _error(error) -> int:
 
 
 def _run(args) -> int:
-    if args.command == "table":  # pure Python: no TensorFlow to start
-        try:
-            return _cmd_table(args)
-        except ValueError as error:
-            return _error(error)
     import_tensorflow_quietly()
     from .artifacts import ModelFileError
     from .tfds_source import DataNotFoundError
     from .training import TrainingDiverged
 
-    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict}
+    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "predict": _cmd_predict, "table": _cmd_table}
     try:
-        return commands[args.command](args)
+        with cpp_logs_filtered():  # TensorFlow logs some C++ lines at the first step, past its log level
+            return commands[args.command](args)
     except BrokenPipeError:  # output piped into `head` and the like: not an error worth a traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return RUN_ERROR

@@ -13,14 +13,12 @@ from dataclasses import dataclass
 import keras
 
 from . import __version__, artifacts
-from .boxes import iou
 from .config import TrainConfig
-from .data import Digits, canvases_at
-from .detection_eval import choose_count_threshold, evaluate_detections
-from .detector import set_count_threshold
-from .evaluation import TEST_SEED, evaluate
+from .data import Digits
+from .evaluation import TEST_SEED, kind_of
+from .inference import output_shapes
 from .safe_writes import output_lock
-from .training import EpochProgress, check_model_outputs, model_to_train, remove_backup, train
+from .training import EpochProgress, model_to_train, remove_backup, train
 
 PICTURED = 10  # test canvases drawn in predictions.png
 
@@ -76,14 +74,9 @@ def run(
     table). ``callbacks`` default to one progress line per epoch.
     """
     digits = digits or Digits.find(config.task, data_dir, download=download)
-    task, num_classes = config.task, digits.num_classes
+    task = config.task
     with output_lock(out_dir) if out_dir else contextlib.nullcontext():
-        finished = None
-        if reuse and out_dir:
-            wanted = model_to_train(model, task.canvas_size, num_classes, config.mixed_precision, task.detection, task.max_count,
-                                    config.detector)
-            check_model_outputs(wanted, task.canvas_size, num_classes, task.detection)  # also builds a subclassed model
-            finished = artifacts.finished_run(out_dir, config.to_dict(), artifacts.describe_model(wanted), split, tta)
+        finished = reuse and out_dir and artifacts.finished_run(out_dir, config.to_dict(), _wanted(model, config, digits), split, tta)
         if finished:
             trained = artifacts.load_model(os.path.join(out_dir, "model.keras"))
             history = artifacts.read_history_csv(os.path.join(out_dir, "history.csv"))
@@ -92,17 +85,14 @@ def run(
             backup_dir = os.path.join(out_dir, "backup") if out_dir else None
             if restart:
                 remove_backup(backup_dir)
-            result = train(
-                config, digits, model, backup_dir=backup_dir, strategy=strategy, verbose=verbose,
-                callbacks=[EpochProgress(config.epochs)] if callbacks is None else callbacks,
-            )
+            result = train(config, digits, model, backup_dir=backup_dir, strategy=strategy, verbose=verbose,
+                           callbacks=[EpochProgress(config.epochs)] if callbacks is None else callbacks)
             trained, history, resumed_from = result.model, result.history, result.resumed_from_epoch
             seconds = (result.train_seconds, result.train_cpu_seconds)
-        if task.detection:
-            threshold = finished["count_threshold"] if finished else _count_threshold(trained, digits, task)
-            report, predictions = evaluate_detections(trained, digits, task=task, split=split, threshold=threshold, return_predictions=True)
-        else:
-            report, predictions = evaluate(trained, digits, task=task, split=split, tta=tta, return_predictions=True)
+        kind, answers = kind_of(task, trained), kind_of(task)  # the model's kind scores; the task's shapes the answers
+        options = kind.calibrate(trained, digits, task, finished or None)
+        report, predictions = kind.evaluate(trained, digits, task=task, split=split, seed=TEST_SEED, tta=tta, return_predictions=True,
+                                            keep_images=False, **options)
         report = {**report, "split": split, "placement_seed": TEST_SEED}
         metrics = finished or {
             **report, "train_seconds": float(seconds[0]), "train_cpu_seconds": float(seconds[1]), "config": config.to_dict(),
@@ -110,45 +100,30 @@ def run(
             "recipe": config.recipe_label(), "task_name": task.name, "versions": _versions(),
         }
         if finished:
-            for key in ("ap", "count_accuracy") if task.detection else ("accuracy", "mean_iou"):
+            for key in answers.HEADLINE:
                 if abs(report[key] - finished[key]) > 1e-4:
                     print(f"note: {out_dir} re-scored {key} {report[key]:.4f} here, {finished[key]:.4f} when it was "
                           "trained (another machine's rounding)")
         elif out_dir:
-            figure = _picture(task, digits, predictions, split)
+            figure = answers.picture(task, digits, predictions, split, TEST_SEED, PICTURED)
             artifacts.save_run(out_dir, trained, metrics, history, metrics["task"], figure)
             remove_backup(backup_dir)
     return RunResult(trained, config, report, predictions, history, seconds[0], seconds[1], metrics, digits,
                      os.fspath(out_dir) if out_dir else None, resumed_from, bool(finished))
 
 
-def _count_threshold(model, digits, task) -> float:
-    """The count threshold chosen on the validation canvases, saved in the model when it can hold it."""
-    _, validation = evaluate_detections(model, digits, task=task, split="validation", threshold=0.5, return_predictions=True,
-                                        keep_images=False)
-    threshold = choose_count_threshold(validation["scores"], validation["true_labels"])
-    set_count_threshold(model, threshold)
-    return threshold
+def _wanted(model, config, digits) -> dict:
+    """The model a finished run must hold to be reused, as :func:`mnist_loc.artifacts.describe_model`
+    names it: the default model's name (its shape is in the config), a model's own description,
+    or that of what a builder builds."""
+    if model is None:
+        return {"name": kind_of(config.task).MODEL_NAME, "parameters": None}
+    built = model_to_train(model, config, digits.num_classes)
+    output_shapes(built, config.task.canvas_size)  # builds a subclassed model's weights symbolically: no canvas goes through it
+    return artifacts.describe_model(built)
 
 
 def _versions() -> dict:
     import tensorflow as tf
 
     return {"mnist_loc": __version__, "tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()}
-
-
-def _picture(task, digits, predictions, split):
-    """predictions.png: the first test canvases with true (green) and predicted (red) boxes."""
-    from .plots import plot_canvases
-
-    first = slice(0, PICTURED)
-    if task.detection:
-        from .plots import plot_detections
-
-        return plot_detections(predictions["images"][first], predictions["true_labels"][first], predictions["true_boxes"][first],
-                               {k: predictions[k][first] for k in ("boxes", "labels", "scores")}, predictions["threshold"])
-    images, labels, boxes = canvases_at(split, range(PICTURED), task=task, seed=TEST_SEED, digits=digits)
-    return plot_canvases(
-        images, boxes, predictions["boxes"][first], true_labels=labels, pred_labels=predictions["labels"][first],
-        ious=iou(predictions["boxes"][first], boxes),
-    )

@@ -33,7 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from .boxes import iou
-from .evaluation import model_canvas_size, model_canvases, predict
+from .evaluation import predict
+from .inference import model_canvas_size, model_canvases, output_shapes
 
 HEADS = ("classification", "bounding_box")
 CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
@@ -220,7 +221,7 @@ def heatmaps(model: keras.Model, images, head: str = "classification", *, class_
     Args:
       model: a Keras model whose outputs are a dict with ``classification`` (probabilities
         ``[B, C]``) and ``bounding_box`` (``[B, 4]``, normalized ``[xmin, ymin, xmax, ymax]``).
-      images: canvases as :func:`mnist_loc.evaluation.check_images` accepts them (float32 in
+      images: canvases as :func:`mnist_loc.inference.check_images` accepts them (float32 in
         [0, 1] or uint8; ``[S, S]``, ``[B, S, S]`` or ``[B, S, S, 1]``).
       head: ``"classification"`` or ``"bounding_box"`` (see the module's docstring for the
         score each explains and why).
@@ -232,6 +233,9 @@ def heatmaps(model: keras.Model, images, head: str = "classification", *, class_
     if class_index is not None and head != "classification":
         raise ValueError("class_index applies to head='classification' only")
     canvases = model_canvases(model, images)
+    outputs = output_shapes(model, canvases.shape[1])
+    if not (isinstance(outputs, dict) and set(HEADS) <= set(outputs)):
+        raise ValueError(f"Grad-CAM explains the two heads {HEADS}; this model's outputs are {sorted(outputs) if isinstance(outputs, dict) else outputs}")
     target = find_layer(model, layer)
     function = _function(model, target, head, class_index, canvases.shape[1])
     parts = [function(tf.constant(canvases[i: i + batch_size])).numpy() for i in range(0, len(canvases), batch_size)]

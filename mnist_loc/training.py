@@ -1,4 +1,4 @@
-"""Training: one ``train()`` for any Keras model with the two outputs, on in-memory digits.
+"""Training: one ``train()`` for any Keras model of either kind of answer, on in-memory digits.
 
 It ties data and model together and gives every model the same backup and bit-identical
 resume (weights, optimizer state *and* history: Keras' BackupAndRestore keeps no history),
@@ -8,7 +8,6 @@ NaN guard (Keras' TerminateOnNaN) and reproducibility (seeds, op determinism whi
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import math
@@ -22,19 +21,14 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config  # op determinism's switch back off and query
 
-from .config import DETECTORS, TrainConfig
-from .data import Digits, make_dataset
-from .detector import build_detector, compile_detector, count_targets, grid_stride, pack_targets
-from .model import build_model, compile_model, trunk_policy
+from .config import TrainConfig
+from .data import Digits, make_dataset, num_canvases
+from .evaluation import kind_of
 from .safe_writes import atomic_path, write_json
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; training stopped and wrote no final files."""
-
-
-class ModelOutputError(ValueError):
-    """A model's outputs do not fit the task: found before any training step."""
 
 
 class BackupError(ValueError):
@@ -72,90 +66,30 @@ def steps_per_call(config: TrainConfig, steps_per_epoch: int) -> int:
     return max(d for d in range(1, min(config.steps_per_execution, steps_per_epoch) + 1) if steps_per_epoch % d == 0)
 
 
-def check_model_outputs(model: keras.Model, canvas_size: int, num_classes: int, detection: bool = False) -> dict:
-    """Raise :class:`ModelOutputError`, naming what is wrong, unless ``model`` maps float32
-    ``[B, S, S, 1]`` canvases to ``{"classification": [B, num_classes] probabilities,
-    "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin, xmax, ymax]`` normalized to the canvas)
-    or to the detector's ``{"detections": [B, ceil(S/s), ceil(S/s), num_classes + 4]}`` for a
-    stride ``s`` in ``detector.STRIDES`` (:mod:`mnist_loc.detector`). A detection task
-    (``detection``) needs the detector's.
-
-    Runs the model once on two black canvases (inference mode; no weights change).
-    Returns ``{output name: shape for B=2}``.
-    """
-    expected = f"{{'classification': [B, {num_classes}] class probabilities, 'bounding_box': [B, 4]}}"
-    grids = "/".join(str(-(-canvas_size // s)) for s in (2, 4))
-    expected_detector = f"{{'detections': [B, H, H, {num_classes + 4}]}} with H = {grids}, ... (the detector's outputs, mnist_loc.detector)"
-    try:
-        outputs = model(np.zeros((2, canvas_size, canvas_size, 1), np.float32), training=False)
-    except Exception as error:
-        reason = " ".join(str(error).split())[:300]
-        raise ModelOutputError(f"the model fails on float32 [B, {canvas_size}, {canvas_size}, 1] canvases ({type(error).__name__}: {reason})") from None
-    detector = isinstance(outputs, dict) and set(outputs) in ({"detections"}, {"detections", "count"})
-    if detection and not detector:
-        got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
-        raise ModelOutputError(f"a task with several digits per canvas needs a model with outputs {expected_detector}, got {got}")
-    if detector:
-        shape = tuple(outputs["detections"].shape)
-        if len(shape) != 4 or shape[0] != 2 or shape[1] != shape[2] or grid_stride(canvas_size, shape[1]) is None or shape[3] != num_classes + 4:
-            raise ModelOutputError(f"the model's outputs must be {expected_detector}, got {list(shape)} for B=2")
-        if "count" in outputs and not (len(outputs["count"].shape) == 2 and outputs["count"].shape[0] == 2):
-            raise ModelOutputError(f"the model's 'count' output must be [B, K + 1] probabilities, got {list(outputs['count'].shape)} for B=2")
-        return {name: tuple(value.shape) for name, value in outputs.items()}
-    if not isinstance(outputs, dict):
-        raise ModelOutputError(f"the model must return a dict {expected}, got {type(outputs).__name__}")
-    if set(outputs) != {"classification", "bounding_box"}:
-        raise ModelOutputError(f"the model's outputs must be exactly {expected}, got keys {sorted(outputs)}")
-    shapes = {name: tuple(value.shape) for name, value in outputs.items()}
-    if shapes["classification"] != (2, num_classes):
-        raise ModelOutputError(f"the model's 'classification' output must be [B, {num_classes}] (the task has {num_classes} classes), got {list(shapes['classification'])} for B=2")
-    if shapes["bounding_box"] != (2, 4):
-        raise ModelOutputError(f"the model's 'bounding_box' output must be [B, 4] as [xmin, ymin, xmax, ymax], got {list(shapes['bounding_box'])} for B=2")
-    probabilities = np.asarray(outputs["classification"], np.float64)
-    if not (np.all(np.isfinite(probabilities)) and probabilities.min() >= 0 and np.allclose(probabilities.sum(-1), 1.0, atol=1e-3)):
-        raise ModelOutputError(
-            "the model's 'classification' output must be probabilities (end it with a softmax): "
-            f"rows sum to {', '.join(f'{v:.3g}' for v in probabilities.sum(-1))}"
-        )
-    return shapes
-
-
-def model_to_train(model, canvas_size: int, num_classes: int, mixed_precision: bool | None = None,
-                   detection: bool = False, max_count: int = 2, detector: str = "small") -> keras.Model:
-    """The model a run trains, uncompiled and unchecked: ``model`` None is the course model,
-    or for a ``detection`` task the detector of shape ``config.DETECTORS[detector]`` (its
-    trunk's dtype from ``mixed_precision``, see ``model.trunk_policy``), a ``keras.Model``
-    is itself, a callable ``f(canvas_size=S, num_classes=C)`` is what it builds."""
-    if model is None and detection:
-        return build_detector(canvas_size, num_classes, max_count=max_count, dtype_policy=trunk_policy(mixed_precision),
-                              **DETECTORS[detector])
+def model_to_train(model, config: TrainConfig, num_classes: int) -> keras.Model:
+    """The model a run trains, uncompiled and unchecked: ``model`` None is the task's kind's
+    default model (:func:`mnist_loc.localization.default_model`, :func:`mnist_loc.detection.default_model`),
+    a ``keras.Model`` is itself, a callable ``f(canvas_size=S, num_classes=C)`` is what it builds."""
     if model is None:
-        return build_model(canvas_size, num_classes, dtype_policy=trunk_policy(mixed_precision))
+        return kind_of(config.task).default_model(config, num_classes)
     if isinstance(model, keras.Model):
         return model
     if not callable(model):
         raise TypeError(f"model must be a keras.Model or a callable that builds one, got {type(model).__name__}")
-    built = model(canvas_size=canvas_size, num_classes=num_classes)
+    built = model(canvas_size=config.task.canvas_size, num_classes=num_classes)
     if not isinstance(built, keras.Model):
         raise TypeError(f"the model builder must return a keras.Model, got {type(built).__name__}")
     return built
 
 
-def compile_for(model: keras.Model, config: TrainConfig, steps_per_epoch: int, outputs=()) -> keras.Model:
-    """Compile ``model`` in place with ``config``'s recipe (optimizer, schedule, losses, label
-    smoothing, weight averaging, steps per call; one under a ``tf.distribute`` strategy);
-    a model with the detector's ``outputs`` with :func:`mnist_loc.detector.compile_detector`."""
-    if "detections" in outputs:
-        return compile_detector(
-            model, canvas_size=config.task.canvas_size, count="count" in outputs, learning_rate=learning_rate_schedule(config, steps_per_epoch),
-            box_weight=config.box_loss_weight, class_weight=config.class_loss_weight, ema_momentum=config.ema_momentum,
-            steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
-        )
-    return compile_model(
-        model, learning_rate=learning_rate_schedule(config, steps_per_epoch), box_loss=config.box_loss,
-        box_loss_weight=config.box_loss_weight, label_smoothing=config.label_smoothing, ema_momentum=config.ema_momentum,
-        steps_per_execution=1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch),
-    )
+def prepare(model: keras.Model, config: TrainConfig, num_classes: int, steps_per_epoch: int):
+    """Check ``model``'s outputs against ``config.task`` (:class:`~mnist_loc.inference.ModelOutputError` before any
+    step) and compile it with the recipe, both by the kind that answers for it; returns the kind."""
+    kind = kind_of(config.task, model)
+    shapes = kind.check_outputs(model, config.task, num_classes)
+    steps = 1 if tf.distribute.has_strategy() else steps_per_call(config, steps_per_epoch)
+    kind.compile(model, config, learning_rate_schedule(config, steps_per_epoch), steps, shapes)
+    return kind, shapes
 
 
 class _Recorder(keras.callbacks.Callback):
@@ -210,15 +144,16 @@ def train(
 ) -> TrainResult:
     """Train a model on ``digits``' ``"train"`` canvases of ``config.task`` with the config's recipe.
 
-    ``digits``: a :class:`~mnist_loc.data.Digits`. ``model``: None for the course model; a
+    ``digits``: a :class:`~mnist_loc.data.Digits`. ``model``: None for the task's default (the
+    course model; on a task of several digits, the detector in ``config.detector``'s shape); a
     ``keras.Model`` of your own, functional or subclassed; or a callable ``f(canvas_size=S,
     num_classes=C)`` that builds one (needed under a ``strategy``, whose scope must hold the
     variables). Its outputs must be ``{"classification": [B, C] probabilities,
     "bounding_box": [B, 4]}`` with boxes ``[xmin, ymin, xmax, ymax]`` normalized to the
     canvas, or the detector's ``{"detections": [B, H, W, C + 4]}`` (:mod:`mnist_loc.detector`;
-    the only form a task with several digits takes; default there: ``build_detector``):
-    checked before any step (:class:`ModelOutputError`). It is compiled with the
-    recipe; ``config.mixed_precision`` applies to the course model only. Seeds are set (Python,
+    the only form a task with several digits takes): checked before any step by the kind that
+    answers (:class:`~mnist_loc.inference.ModelOutputError`). It is compiled with the recipe;
+    ``config.mixed_precision`` applies to the package's default models. Seeds are set (Python,
     NumPy, TensorFlow, Keras) before the model is built, so a builder gives the same initial
     weights every time; op determinism is on while it trains, off again after.
 
@@ -234,31 +169,28 @@ def train(
     backup it cannot resume.
     """
     digits.check(config.task)
-    detection = config.task.detection
-    num_train = config.task.canvases[0] if config.task.canvases else len(digits.split("train")[1])
+    num_train = num_canvases(config.task, digits, "train")
     steps = config.steps_per_epoch or num_train // config.batch_size
     if steps == 0:
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training {'canvases' if config.task.canvases else 'digits'}")
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {num_train} training canvases of a pass")
     keras.utils.set_random_seed(config.seed)
     strategy = strategy or tf.distribute.get_strategy()
     with _op_determinism(config.deterministic):
         with strategy.scope():
-            model = model_to_train(model, config.task.canvas_size, digits.num_classes, config.mixed_precision, detection,
-                                   config.task.max_count, config.detector)
-            outputs = check_model_outputs(model, config.task.canvas_size, digits.num_classes, detection)
-            compile_for(model, config, steps, outputs)
+            model = model_to_train(model, config, digits.num_classes)
+            kind, shapes = prepare(model, config, digits.num_classes, steps)
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))
         train_ds = make_dataset("train", digits, task=config.task, batch_size=config.batch_size, seed=config.seed, first_step=start_epoch * steps)
         val_ds = make_dataset("validation", digits, task=config.task, batch_size=config.validation_batch_size, seed=config.seed)
         if config.validation_canvases:
             # The first N canvases, rebatched; the known length keeps Keras from warning that validation "ran out of data".
-            available = config.task.canvases[1] if config.task.canvases else len(digits.split("validation")[1])
-            count = min(config.validation_canvases, available)
+            count = min(config.validation_canvases, num_canvases(config.task, digits, "validation"))
             val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
             val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
-        if "detections" in outputs:
-            to_targets = functools.partial(_detector_targets, count=outputs["count"][-1] - 1 if "count" in outputs else None)
+        to_targets = kind.training_targets(shapes)
+        if to_targets is not None:
             train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
+        val_ds = val_ds.cache()  # the fixed validation canvases, drawn in the first epoch and kept for the others
         recorder = _Recorder(history, seconds_before, backup_dir, config)
         # SwapEMAWeights: validation scores the averaged weights, the ones train() returns; swapped
         # back before the backup is written, so a resumed run continues from the raw weights.
@@ -277,17 +209,6 @@ def train(
             "files were written (try a lower learning_rate)"
         )
     return TrainResult(model, history, recorder.seconds, recorder.cpu_seconds, start_epoch)
-
-
-def _detector_targets(images, targets, count=None):
-    """A batch's targets as the detector's losses take them (a single-digit task's as K = 1);
-    with ``count`` K, the one-hot number of digits for the count head too."""
-    if "labels" not in targets:
-        targets = {"labels": tf.argmax(targets["classification"], -1)[:, None], "boxes": targets["bounding_box"][:, None, :]}
-    packed = {"detections": pack_targets(targets["labels"], targets["boxes"])}
-    if count is not None:
-        packed["count"] = count_targets(targets["labels"], count)
-    return images, packed
 
 
 def remove_backup(backup_dir) -> None:
@@ -385,10 +306,14 @@ def _reason(error) -> str:
 
 
 class EpochProgress(keras.callbacks.Callback):
-    """One line per epoch with a bar, elapsed time and the headline metrics.
+    """One line per epoch with a bar, elapsed time and the headline numbers the logs hold
+    (:data:`SHOWN`: the loss, and the class accuracy and box IoU of a two-headed model).
 
     Made for logs and notebooks, where a per-step bar would fill the output.
     """
+
+    SHOWN = (("loss", "loss"), ("acc", "classification_accuracy"), ("iou", "bounding_box_mean_iou"),
+             ("val_loss", "val_loss"), ("val_acc", "val_classification_accuracy"), ("val_iou", "val_bounding_box_mean_iou"))
 
     def __init__(self, epochs: int, width: int = 20, print_fn=print):
         super().__init__()
@@ -405,9 +330,5 @@ class EpochProgress(keras.callbacks.Callback):
         done = epoch + 1
         filled = round(self.width * done / max(self.epochs, 1))
         bar = "#" * filled + "." * (self.width - filled)
-        shown = [("acc", "classification_accuracy"), ("iou", "bounding_box_mean_iou"),
-                 ("val_acc", "val_classification_accuracy"), ("val_iou", "val_bounding_box_mean_iou")]
-        if "classification_accuracy" not in logs:  # the detector: its loss is what it reports while training
-            shown = [("loss", "loss"), ("val_loss", "val_loss")]
-        numbers = "  ".join(f"{label} {logs[key]:.4f}" for label, key in shown if key in logs)
+        numbers = "  ".join(f"{label} {logs[key]:.4f}" for label, key in self.SHOWN if key in logs)
         self.print_fn(f"epoch {done:>3}/{self.epochs} [{bar}] {time.perf_counter() - self.start:6.1f}s  {numbers}", flush=True)

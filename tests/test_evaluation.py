@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from mnist_loc.data import Digits, make_dataset
-from mnist_loc.evaluation import evaluate, predict, report
+from mnist_loc.evaluation import evaluate, predict
+from mnist_loc.localization import report
 from mnist_loc.model import build_model
 from conftest import synthetic_digits
 
@@ -96,7 +97,7 @@ def test_predict_shapes_and_uint8_scaling():
 
 
 def test_report_by_size_buckets_hand_computed():
-    from mnist_loc.evaluation import format_report, report
+    from mnist_loc.localization import format_report, report
 
     S = 75
     # true boxes of 10, 28 and 40 px sides: areas 100 (small), 784 (medium), 1600 (large)
@@ -119,7 +120,7 @@ def test_comparison_table_and_notebook_metrics(tmp_path):
     import json
 
     from mnist_loc.artifacts import notebook_metrics
-    from mnist_loc.evaluation import comparison_table
+    from mnist_loc.localization import comparison_table
 
     table = comparison_table({
         "a": {"accuracy": 0.99, "mean_iou": 0.9, "median_iou": 0.91, "iou_at_50": 1.0, "iou_at_75": 0.875},
@@ -159,7 +160,8 @@ def test_test_time_augmentation_undoes_its_shifts():
 
 
 def test_test_time_augmentation_is_the_mean_over_shifted_views():
-    from mnist_loc.evaluation import TTA_SHIFTS, TTA_DESCRIPTION, predict_dataset
+    from mnist_loc.inference import TTA_DESCRIPTION, TTA_SHIFTS
+    from mnist_loc.localization import predict_dataset
     from mnist_loc.model import build_model
 
     keras.utils.set_random_seed(0)
@@ -190,7 +192,7 @@ def test_one_graph_function_per_model_and_the_model_is_not_kept_alive():
     import gc
     import weakref
 
-    from mnist_loc.evaluation import _forward
+    from mnist_loc.inference import forward as _forward
 
     model = build_model(canvas_size=28)
     images = np.zeros((3, 28, 28, 1), np.float32)
@@ -204,3 +206,19 @@ def test_one_graph_function_per_model_and_the_model_is_not_kept_alive():
     del model
     gc.collect()
     assert alive() is None, "the cache must not keep a model alive"
+
+
+def test_both_kinds_answer_by_the_same_names_and_arguments():
+    import inspect
+
+    from mnist_loc.evaluation import KINDS, kind_of
+    from mnist_loc.task import TASKS
+
+    functions = ("default_model", "check_outputs", "compile", "training_targets", "calibrate", "predict", "evaluate",
+                 "format_report", "picture", "print_predictions", "draw_predictions")
+    localization, detection = KINDS["localization"], KINDS["detection"]
+    for name in functions:
+        assert list(inspect.signature(getattr(localization, name)).parameters) == list(inspect.signature(getattr(detection, name)).parameters), name
+    for name in ("MODEL_NAME", "HEADLINE", "COLUMNS"):
+        assert hasattr(localization, name) and hasattr(detection, name)
+    assert kind_of(TASKS["course"]) is localization and kind_of(TASKS["multi-mnist"]) is detection

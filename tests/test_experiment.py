@@ -11,11 +11,12 @@ from keras import layers
 from mnist_loc import artifacts
 from mnist_loc.artifacts import load_model
 from mnist_loc.config import TrainConfig
-from mnist_loc.data import make_dataset
+from mnist_loc.data import canvases_at, make_dataset
 from mnist_loc.evaluation import evaluate, predict
 from mnist_loc.experiment import run
 from mnist_loc.task import Task
-from mnist_loc.training import ModelOutputError, train
+from mnist_loc.inference import ModelOutputError
+from mnist_loc.training import train
 
 from conftest import fake_digits
 
@@ -163,7 +164,8 @@ def test_your_own_detector_trains_resumes_bit_identically_and_is_scored_with_coc
     done = run(config, own_detector, tmp_path / "run", digits=digits, callbacks=[])
     assert {"ap", "ap50", "count_accuracy", "fully_right", "count_threshold"} <= set(done.metrics)
     assert done.report["num_examples"] == 40 and done.predictions["boxes"].shape == (40, 10, 4)
-    found = predict(done.model, done.predictions["images"][:3])
+    assert "images" not in done.predictions, "run() keeps no canvases: its picture draws its own ten again"
+    found = predict(done.model, canvases_at("test", range(3), digits=digits, task=SCENES)[0])
     assert set(found) == {"boxes", "labels", "scores", "counts"} and found["counts"].shape == (3,)
     assert np.all(np.diff(found["scores"], axis=1) <= 0)
 
@@ -187,3 +189,39 @@ def test_a_model_that_cannot_detect_is_refused_before_training(digits, tmp_path,
     with pytest.raises(ModelOutputError, match=match):
         run(TrainConfig(epochs=1, steps_per_epoch=1, batch_size=16, task=SCENES), build, tmp_path / "run", digits=digits, callbacks=[])
     assert not (tmp_path / "run").exists()
+
+
+def counting_detector(width):
+    """A user's own detector whose count head says 0 .. width - 1 digits."""
+    def build(canvas_size, num_classes):
+        x = keras.Input((canvas_size, canvas_size, 1))
+        h = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+        count = layers.Dense(width, activation="softmax")(layers.GlobalAveragePooling2D()(h))
+        return keras.Model(x, {"detections": layers.Conv2D(num_classes + 4, 1)(h), "count": count})
+    return build
+
+
+def test_a_count_head_narrower_than_the_tasks_count_is_refused_before_any_step(digits, tmp_path):
+    config = TrainConfig(epochs=1, steps_per_epoch=1, batch_size=16, task=SCENES)  # up to 2 digits: 3 columns
+    with pytest.raises(ModelOutputError, match=r"'count' output has 2 columns .* needs at least 3"):
+        run(config, counting_detector(2), tmp_path / "run", digits=digits, callbacks=[])
+    assert not (tmp_path / "run").exists()
+    assert train(config, digits, counting_detector(3), verbose=0).history["loss"]
+
+
+def test_the_rules_alone_make_a_task_several_digits_so_one_digit_by_airs_rules_trains_a_detector(digits):
+    task = SCENES.replace(count=(1, 1))
+    assert task.kind == "detection" and Task().kind == "localization"
+    result = train(TrainConfig(epochs=1, steps_per_epoch=2, batch_size=16, task=task), digits, verbose=0)
+    assert set(result.model.output) == {"detections", "count"} and result.model.output["count"].shape[-1] == 2
+    with pytest.raises(ValueError, match="one digit per canvas"):
+        Task(count=(0, 2))
+
+
+def test_a_detector_on_one_digit_a_canvas_answers_with_its_best_detection(digits, tmp_path):
+    config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=16, warmup_epochs=0, task=Task(canvas_size=60))
+    done = run(config, own_detector, tmp_path / "run", digits=digits, callbacks=[])
+    assert {"accuracy", "mean_iou", "per_class"} <= set(done.report) and "ap" not in done.report
+    assert done.predictions["boxes"].shape == (40, 4) and (tmp_path / "run" / "predictions.png").exists()
+    back = run(config, own_detector, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
+    assert back.reused and back.report["accuracy"] == done.report["accuracy"]

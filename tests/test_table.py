@@ -47,7 +47,11 @@ def test_runs_table_groups_by_task_model_recipe_with_mean_and_range(tmp_path, ca
     (tmp_path / "other" / "metrics.json").parent.mkdir()
     (tmp_path / "other" / "metrics.json").write_text('{"accuracy": 1}')
     status, _, err = run_main(capsys, "table", tmp_path / "other")
-    assert status == 1 and "lacks mean_iou, iou_at_50, train_seconds, train_cpu_seconds, config" in err
+    assert status == 1 and "lacks train_seconds, train_cpu_seconds, config" in err
+    metrics = json.loads((folders[0] / "metrics.json").read_text())
+    (tmp_path / "other" / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "mean_iou"}))
+    status, _, err = run_main(capsys, "table", tmp_path / "other")
+    assert status == 1 and err.strip().endswith("metrics.json lacks mean_iou: not written by mnist_loc's run()"), err
 
 
 def test_runs_table_shows_detection_runs_beside_single_digit_runs(tmp_path):
@@ -63,16 +67,16 @@ def test_runs_table_shows_detection_runs_beside_single_digit_runs(tmp_path):
                         "0.9925 (0.9900–0.9950) | 99.60% (99.50%–99.70%) | 99.20% (99.00%–99.40%) | 510 (500–520) | 920 (900–940) |")
 
 
-def test_detection_table_rows_mean_and_per_class_by_hand(tmp_path):
+def test_seed_table_rows_mean_and_per_class_by_hand(tmp_path):
     folders = [fake_detection_run(tmp_path / f"m{s}", s, ap, 0.99, 0.995, 0.99, 500.0 + 20 * s, 900.0) for s, ap in ((0, 0.96), (1, 0.98))]
     for folder, per_class, more in zip(folders, ({"0": 0.9, "1": 1.0}, {"0": 0.8, "1": None}), ({"ar20": 0.995}, {})):
         metrics = json.loads((folder / "metrics.json").read_text())
         (folder / "metrics.json").write_text(json.dumps({**metrics, "ap75": 0.97, "ar10": 0.99, "ap50_per_class": per_class, **more}))
-    from mnist_loc.table import detection_table
+    from mnist_loc.detection import seed_table
 
-    lines = detection_table(folders).splitlines()
-    assert lines[2] == "| seed 0 | 0.9600 | 0.9900 | 0.9700 | 0.9900 | 0.9950 | 99.50% | 99.00% | 500 | 900 |"
+    lines = seed_table(folders).splitlines()
+    assert lines[2] == "| seed 0 | 0.9600 | 0.9900 | 0.9700 | 0.9900 | 0.9950 | – | 99.50% | 99.00% | 500 | 900 |"
     assert lines[3].startswith("| seed 1 | 0.9800 | 0.9900 | 0.9700 | 0.9900 | – |"), "a run saved before AR@20 has none"
-    assert "| 0.9900 (0.9900–0.9900) | – | 99" in lines[4], "no mean of a metric one run lacks"
+    assert "| 0.9900 (0.9900–0.9900) | – | – | 99" in lines[4], "no mean of a metric one run lacks"
     assert lines[4].startswith("| **mean of 2** | 0.9700 (0.9600–0.9800) | 0.9900 (0.9900–0.9900) |") and "510 (500–520)" in lines[4]
     assert lines[-1] == "| mean of 2 | 0.850 | – |", "(0.9 + 0.8) / 2; a class missing in one run has no mean"

@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from mnist_loc.detection_eval import choose_count_threshold, coco_metrics, detection_report, digit_matches, found_by_size, fully_right
+from mnist_loc.detection import (
+    choose_count_threshold, coco_metrics, count_confusion, detection_report, digit_matches, found_by_size, fully_right, recall_at_k,
+)
 
 S = 50
 
@@ -110,7 +112,7 @@ def test_which_digits_are_found_and_their_share_by_size():
 def test_evaluation_streams_batches_and_keeps_the_canvases_only_when_asked():
     import tensorflow as tf
 
-    from mnist_loc.detection_eval import evaluate_detections
+    from mnist_loc.detection import evaluate as evaluate_detections
     from mnist_loc.detector import build_detector
     from mnist_loc.task import TASKS
 
@@ -135,3 +137,25 @@ def test_evaluation_streams_batches_and_keeps_the_canvases_only_when_asked():
     assert reports[0] == reports[1]
     _, without = evaluate_detections(model, known, task=task, return_predictions=True, keep_images=False)
     assert "images" not in without and without["boxes"].shape[0] == 10
+
+
+def test_every_canvas_lands_in_the_count_confusion_and_over_counts_stay_off_the_diagonal():
+    matrix = count_confusion([0, 1, 2, 2, 2], [0, 1, 2, 3, 4])
+    assert np.sum(matrix) == 5 and np.trace(matrix) == 3
+    assert matrix[2] == [0, 0, 1, 1, 1] and len(matrix) == 5
+    assert count_confusion([2, 1], [0, 0]) == [[0, 0, 0], [1, 0, 0], [1, 0, 0]], "under-counts below the diagonal"
+
+
+def test_recall_at_k_takes_each_canvas_best_k_of_any_class_where_cocos_ar_counts_per_class():
+    # One canvas, digits of classes 1 and 2. Its best two detections are a wrong 5 and the right 1;
+    # the right 2 comes third. Per canvas at k = 2: one digit of two. COCO's AR@10 caps detections
+    # per class, so the 2 is still among class 2's best ten: recall 1 at every IoU (exact boxes).
+    true_labels = np.array([[1, 2]])
+    true_boxes = px((2, 2, 12, 22), (30, 10, 40, 30))[None]
+    found = detections([[(5, (20, 30, 30, 45), 0.9), (1, (2, 2, 12, 22), 0.8), (2, (30, 10, 40, 30), 0.7)]])
+    assert recall_at_k(true_labels, true_boxes, found["boxes"], found["labels"], found["scores"], k=2) == 0.5
+    assert recall_at_k(true_labels, true_boxes, found["boxes"], found["labels"], found["scores"], k=3) == 1.0
+    coco = coco_metrics(true_labels, true_boxes, found["boxes"], found["labels"], found["scores"], num_classes=10, canvas_size=S)
+    assert coco["ar10"] == pytest.approx(1.0)
+    report = detection_report(true_labels, true_boxes, found, threshold=0.5, num_classes=10, canvas_size=S)
+    assert report["recall_k"] == 2 and report["recall_at_k"] == 0.5
