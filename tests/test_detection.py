@@ -159,3 +159,16 @@ def test_recall_at_k_takes_each_canvas_best_k_of_any_class_where_cocos_ar_counts
     assert coco["ar10"] == pytest.approx(1.0)
     report = detection_report(true_labels, true_boxes, found, threshold=0.5, num_classes=10, canvas_size=S)
     assert report["recall_k"] == 2 and report["recall_at_k"] == 0.5
+
+
+def test_the_count_threshold_comes_from_one_prediction_pass_without_cocoeval(monkeypatch):
+    from conftest import fake_digits
+    from mnist_loc import detection
+    from mnist_loc.detector import build_detector, count_threshold
+    from mnist_loc.task import Task
+
+    task = Task(canvas_size=32, box="ink", count=(0, 2), rules="air", canvases=(16, 12, 12))
+    model = build_detector(32, 10, max_count=2)
+    monkeypatch.setattr(detection, "coco_metrics", lambda *a, **k: pytest.fail("calibration ran COCOeval"))
+    options = detection.calibrate(model, fake_digits(), task)
+    assert options["threshold"] in detection.THRESHOLDS and count_threshold(model) == pytest.approx(options["threshold"])

@@ -170,11 +170,15 @@ def test_your_own_detector_trains_resumes_bit_identically_and_is_scored_with_coc
     assert np.all(np.diff(found["scores"], axis=1) <= 0)
 
 
-def test_a_finished_run_of_another_detector_shape_is_reused_and_only_by_its_own_shape(digits, tmp_path):
+def test_a_finished_run_of_another_detector_shape_is_reused_and_only_by_its_own_shape(digits, tmp_path, monkeypatch):
+    from mnist_loc import detection
+
     config = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=16, warmup_epochs=0, task=SCENES, detector="pyramid")
     done = run(config, None, tmp_path / "run", digits=digits, callbacks=[])
     assert done.model.count_params() > 500_000, "the pyramid, not the small default"
-    back = run(config, None, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
+    with monkeypatch.context() as patch:  # reuse compares the default model by name: it builds none
+        patch.setattr(detection, "default_model", lambda *a, **k: pytest.fail("reuse built a model"))
+        back = run(config, None, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
     assert back.reused and back.metrics["ap"] == done.metrics["ap"]
     other = run(dataclasses.replace(config, detector="wide"), None, tmp_path / "run", digits=digits, callbacks=[], reuse=True)
     assert not other.reused and other.model.count_params() < 200_000
