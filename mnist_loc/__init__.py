@@ -4,7 +4,7 @@ Boxes everywhere are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas size.
 Modules, bottom up (a module imports only those before it):
 
 - ``task`` (what the canvases are, and their kind of answer), ``boxes`` (IoU), ``config`` (the
-  recipe), ``tf_logs``, ``safe_writes`` (atomic files, one writer per folder), ``artifacts``
+  recipe), ``tf_runtime``, ``safe_writes`` (atomic files, one writer per folder), ``artifacts``
   (the run folder): pure Python; ``plots`` (figures of arrays, matplotlib only);
 - ``tfds_source`` (where digits come from), ``placement`` (how a canvas is drawn),
   ``data`` (the in-memory ``Digits`` a run trains on and the canvases drawn from them);
@@ -33,7 +33,7 @@ _EXPORTS = {
     "get_task": "task",
     "iou": "boxes",
     "TrainConfig": "config",
-    "import_tensorflow_quietly": "tf_logs",
+    "import_tensorflow_quietly": "tf_runtime",
     "DataNotFoundError": "tfds_source",
     "Digits": "data",
     "make_dataset": "data",

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from .tf_logs import cpp_logs_filtered, import_tensorflow_quietly
+from .tf_runtime import cpp_logs_filtered, import_tensorflow_quietly
 
 USAGE_ERROR = 2
 RUN_ERROR = 1

@@ -105,6 +105,17 @@ class Digits:
                              f"the task needs {task.dataset} with {task.splits} splits")
 
 
+PIPELINE_RAM = 128 * 2**20  # bytes tf.data's autotuner may buffer ahead (its default: half the machine's RAM)
+
+
+def _bounded(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """``ds`` with its autotuned buffers held to :data:`PIPELINE_RAM`: a few batches ahead keep two
+    cores busy; more only holds memory. Buffering never changes what the stream yields."""
+    options = tf.data.Options()
+    options.autotune.ram_budget = PIPELINE_RAM
+    return ds.with_options(options)
+
+
 def _canvas_batches(images, labels, num_classes, task, batch_size, seed, split_code, training, first_step=0,
                     num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
     """The engine of :func:`make_dataset` on checked arrays; ``num_parallel_calls`` never changes the output."""
@@ -139,7 +150,7 @@ def _canvas_batches(images, labels, num_classes, task, batch_size, seed, split_c
         first_pass = first_step // steps_per_pass
         ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(first_step - first_pass * steps_per_pass)
     ds = ds.map(to_canvases, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _bounded(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def _scene_batches(images, labels, task, batch_size, seed, split_code, training, first_step=0,
@@ -168,7 +179,7 @@ def _scene_batches(images, labels, task, batch_size, seed, split_code, training,
         first_pass = first_step // steps_per_pass
         ds = tf.data.Dataset.counter(first_pass).flat_map(one_pass).skip(first_step - first_pass * steps_per_pass)
     ds = ds.map(to_scenes, num_parallel_calls=num_parallel_calls, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _bounded(ds.prefetch(tf.data.AUTOTUNE))
 
 
 SCENE_PIXELS = 64 * 300 * 300  # canvas pixels drawn at once for evaluation and canvases_at (64 canvases of 300 px)

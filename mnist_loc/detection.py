@@ -41,6 +41,8 @@ from .task import get_task
 
 MODEL_NAME = "mnist_loc_detector"  # build_detector's, the default model of this kind
 HEADLINE = ("ap", "count_accuracy")  # what a re-scored run is compared on
+COCO_MAX_DETECTIONS = (1, 10, 20, 100)  # COCO's 1, 10, 100, and 20: the most digits a dense scene holds
+THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the count thresholds tried on validation canvases
 
 
 def default_model(config, num_classes: int) -> keras.Model:
@@ -138,10 +140,6 @@ def predict(model: keras.Model, canvases: np.ndarray, batch_size: int = 500, *, 
     result, _ = _detect(model, canvases, batch_size, max_detections or saved_cap)
     result["counts"] = counted(result, threshold)
     return result
-
-
-COCO_MAX_DETECTIONS = (1, 10, 20, 100)  # COCO's 1, 10, 100, and 20: the most digits a dense scene holds
-THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.01), 2)  # the count thresholds tried on validation canvases
 
 
 def counted(detections: dict, threshold: float) -> np.ndarray:

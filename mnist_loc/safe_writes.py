@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 
-from .tf_logs import write_to_real_stderr
+from .tf_runtime import write_to_real_stderr
 
 
 class WriteError(OSError):

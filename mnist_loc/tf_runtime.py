@@ -1,15 +1,18 @@
-"""Keep TensorFlow's C++ log lines off the terminal; Python's own messages still show.
+"""How this process runs TensorFlow: quietly, and within its memory.
 
-TensorFlow writes start-up lines (oneDNN, CUDA probing) before its log level is read,
-and some later lines (a tf.data buffer size on the first tfrecord read, an unknown
-``use_unbounded_threadpool`` attribute) whatever ``TF_CPP_MIN_LOG_LEVEL`` says. Both
-the command line and notebooks use these helpers, so they live below both.
-Pure Python: importing this module does not load TensorFlow.
+Quietly: TensorFlow writes start-up lines (oneDNN, CUDA probing) before its log level is read,
+and some later lines (a tf.data buffer size on the first tfrecord read, oneDNN's int64
+fallback at a detector's first step) whatever ``TF_CPP_MIN_LOG_LEVEL`` says; they are
+dropped, Python's own messages still show. Within its memory: glibc gives each thread that
+allocates its own malloc arena, and TensorFlow's thread pools keep hundreds of MB of freed
+memory there (:func:`cap_malloc_arenas`). Both the command line and notebooks use these
+helpers, so they live below both. Pure Python: importing this module does not load TensorFlow.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import re
@@ -84,14 +87,35 @@ def absl_warnings_hidden():
         logger.setLevel(level)
 
 
+MALLOC_ARENAS = 2  # glibc's default is 8 per core; each thread pool's arena keeps what it freed
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
+
+
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for the threads started after this call, as
+    ``MALLOC_ARENA_MAX`` does for a whole process; unless ``MALLOC_ARENA_MAX`` is set (the
+    user's choice stands). True if the cap was set; False where the C library is not glibc.
+    Measured by ``benchmarks/memory.py`` (docs/testbed.md, "Memory by phase")."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
+    except (OSError, AttributeError):
+        return False
+
+
 def import_tensorflow_quietly() -> None:
-    """Import TensorFlow without its C++ start-up lines on the terminal.
+    """Import TensorFlow without its C++ start-up lines on the terminal, its threads sharing
+    :data:`MALLOC_ARENAS` malloc arenas (:func:`cap_malloc_arenas`).
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless the user chose a level (the runtime's own
     errors still reach Python as exceptions), then imports TensorFlow and probes its
     devices with those lines filtered out. Call it before importing mnist_loc's
     TensorFlow modules: the command line does, and so do the notebooks.
     """
+    if "tensorflow" not in sys.modules:  # before TensorFlow starts its threads
+        cap_malloc_arenas()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with cpp_logs_filtered():
         import tensorflow

@@ -22,7 +22,7 @@ import urllib.request
 import numpy as np
 
 from .task import DIGIT_SIZE, MNIST_CLUTTERED_VALIDATION
-from .tf_logs import absl_warnings_hidden, cpp_logs_filtered
+from .tf_runtime import absl_warnings_hidden, cpp_logs_filtered
 
 REACHABILITY_TIMEOUT = 15.0  # seconds for the pre-download check, DNS included
 SPLITS = ("train", "validation", "test")

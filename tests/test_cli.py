@@ -134,7 +134,7 @@ def test_offline_first_run_ends_in_one_clear_error_within_30_s(tmp_path):
         url = f"http://127.0.0.1:{s.getsockname()[1]}/"
     script = (
         "import sys\n"
-        "from mnist_loc.tf_logs import import_tensorflow_quietly\n"
+        "from mnist_loc.tf_runtime import import_tensorflow_quietly\n"
         "import_tensorflow_quietly()\n"
         "import tensorflow_datasets as tfds\n"
         "tfds.builder_cls('mnist').URL = sys.argv[1]\n"

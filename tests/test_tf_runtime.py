@@ -3,7 +3,7 @@
 import os
 import time
 
-from mnist_loc.tf_logs import cpp_logs_filtered
+from mnist_loc.tf_runtime import cpp_logs_filtered
 
 TF_LINES = [
     # absl's format (TF 2.21), and its pre-init banner
@@ -41,3 +41,14 @@ def test_lines_pass_while_the_block_runs_so_a_training_run_can_sit_inside(capfd)
             time.sleep(0.01)
         os.write(2, late)
     assert seen == OURS[0] and capfd.readouterr().err == ""
+
+
+def test_malloc_arenas_are_capped_unless_the_user_chose(monkeypatch):
+    import platform
+
+    from mnist_loc.tf_runtime import cap_malloc_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert cap_malloc_arenas() is False, "the user's MALLOC_ARENA_MAX stands"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert cap_malloc_arenas() is (platform.libc_ver()[0] == "glibc")
