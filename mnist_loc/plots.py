@@ -30,18 +30,8 @@ def draw_box(ax, box, canvas_size: int, color: str = PRED_COLOR, linewidth: floa
     return patch
 
 
-def plot_canvases(
-    images,
-    true_boxes=None,
-    pred_boxes=None,
-    *,
-    true_labels=None,
-    pred_labels=None,
-    ious=None,
-    iou_threshold: float = 0.6,
-    ncols: int = 10,
-    title: str | None = None,
-) -> Figure:
+def plot_canvases(images, true_boxes=None, pred_boxes=None, *, true_labels=None, pred_labels=None, ious=None,
+                  iou_threshold: float = 0.6, ncols: int = 10, title: str | None = None) -> Figure:
     """A grid of canvases with the true box (green) and the predicted box (red).
 
     Args:
@@ -191,18 +181,8 @@ def plot_by_size(report: dict) -> Figure:
 HEAD_TITLES = {"classification": "where it looks to name the digit", "bounding_box": "where it looks to place the box"}
 
 
-def plot_heatmaps(
-    images,
-    maps,
-    true_boxes=None,
-    pred_boxes=None,
-    *,
-    true_labels=None,
-    pred_labels=None,
-    ious=None,
-    alpha: float = 0.55,
-    title: str | None = None,
-) -> Figure:
+def plot_heatmaps(images, maps, true_boxes=None, pred_boxes=None, *, true_labels=None, pred_labels=None, ious=None,
+                  alpha: float = 0.55, title: str | None = None) -> Figure:
     """Heatmaps over their canvases, with the true box (green) and the predicted box (red).
 
     Args:

@@ -78,12 +78,11 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
 
 
 def check_canvas_size(canvas_size) -> int:
-    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit)."""
-    if isinstance(canvas_size, bool) or not isinstance(canvas_size, Integral):
-        raise ValueError(f"canvas_size must be an integer >= {DIGIT_SIZE}, got {canvas_size!r}")
-    if canvas_size < DIGIT_SIZE:
-        raise ValueError(f"canvas_size must be >= {DIGIT_SIZE} so a 28x28 digit fits, got {canvas_size}")
-    return int(canvas_size)
+    """Return ``canvas_size`` as int; it must be an integer >= 28 (a digit must fit). Raises ValueError."""
+    try:
+        return check_positive_int(canvas_size, "canvas_size", minimum=DIGIT_SIZE)
+    except TypeError as error:
+        raise ValueError(str(error)) from None
 
 
 def _check_count(count) -> tuple:
