@@ -391,4 +391,8 @@ SCENE_DRAWERS = {"air": draw_air_scenes, "mnist-detection": draw_dense_scenes}  
 def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: int):
     """Canvases ``indices`` of one pass of a task of several digits, by its rules
     (:data:`SCENE_DRAWERS`); arguments and returns as :func:`draw_air_scenes`'."""
+    # Drawn as a batch of unknown size: for a known one, TensorFlow's graph picks kernels whose sums
+    # differ in the last bit from run to run (dense training canvases did), breaking reproducibility.
+    indices = tf.raw_ops.PlaceholderWithDefault(input=tf.convert_to_tensor(indices, tf.int32), shape=[None])
+    counts = tf.raw_ops.PlaceholderWithDefault(input=tf.convert_to_tensor(counts), shape=[None])
     return SCENE_DRAWERS[task.rules](digits, labels, indices, counts, key, task, num_canvases)
