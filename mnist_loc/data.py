@@ -105,7 +105,7 @@ class Digits:
                              f"the task needs {task.dataset} with {task.splits} splits")
 
 
-PIPELINE_RAM = 128 * 2**20  # bytes tf.data's autotuner may buffer ahead (its default: half the machine's RAM)
+PIPELINE_RAM = 32 * 2**20  # bytes tf.data's autotuner may buffer ahead (its default: half the machine's RAM)
 
 
 def _bounded(ds: tf.data.Dataset) -> tf.data.Dataset:
