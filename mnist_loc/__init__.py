@@ -27,36 +27,17 @@ import importlib
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "Task": "task",
-    "TASKS": "task",
-    "get_task": "task",
-    "iou": "boxes",
-    "TrainConfig": "config",
-    "import_tensorflow_quietly": "tf_runtime",
-    "DataNotFoundError": "tfds_source",
-    "Digits": "data",
-    "make_dataset": "data",
-    "canvases_at": "data",
-    "place_digits": "placement",
-    "build_model": "model",
-    "compile_model": "model",
-    "MeanBoxIoU": "model",
-    "build_detector": "detector",
-
-    "train": "training",
-    "TrainingDiverged": "training",
-    "ModelOutputError": "inference",
-    "evaluate": "evaluation",
-    "predict": "evaluation",
-    "heatmaps": "explain",
-    "ModelFileError": "artifacts",
-    "load_model": "artifacts",
-    "save_model": "artifacts",
-    "run": "experiment",
-    "RunResult": "experiment",
-    "runs_table": "table",
+_MODULES = {  # module: the names it exports here
+    "task": ("Task", "TASKS", "get_task"), "boxes": ("iou",), "config": ("TrainConfig",),
+    "tf_runtime": ("import_tensorflow_quietly",), "tfds_source": ("DataNotFoundError",),
+    "data": ("Digits", "make_dataset", "canvases_at"), "placement": ("place_digits",),
+    "model": ("build_model", "compile_model", "MeanBoxIoU"), "detector": ("build_detector",),
+    "training": ("train", "TrainingDiverged"), "inference": ("ModelOutputError",),
+    "evaluation": ("evaluate", "predict"), "explain": ("heatmaps",),
+    "artifacts": ("ModelFileError", "load_model", "save_model"), "experiment": ("run", "RunResult"),
+    "table": ("runs_table",),
 }
+_EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 __all__ = sorted(_EXPORTS)
 
 

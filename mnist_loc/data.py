@@ -192,27 +192,18 @@ def scene_batch_size(task: Task, batch_size: int = 500) -> int:
 
 def make_dataset(split: str, digits: Digits, *, task=None, batch_size: int = 64, seed: int = 0, training=None,
                  first_step: int = 0) -> tf.data.Dataset:
-    """Batches of a task's canvases drawn from ``digits``' ``split``, with class and box targets.
+    """Batches of a task's canvases drawn from ``digits``' ``split`` (``"train"``, ``"validation"``,
+    ``"test"``) with their targets; ``task`` a Task or a name in ``TASKS`` (default ``"course"``).
 
-    Args:
-      split: ``"train"``, ``"validation"`` or ``"test"``.
-      digits: a :class:`Digits`.
-      task: a :class:`~mnist_loc.task.Task` or a name in ``TASKS`` (default ``"course"``).
-      batch_size: examples per batch (> 0).
-      seed: selects the placement (and, in training, the shuffle): the same seed always
-        gives byte-identical canvases and boxes.
-      training: default True for ``"train"``. True: an endless stream of reshuffled,
-        re-placed passes of full batches (use ``steps_per_epoch`` or ``take``), starting at
-        batch ``first_step`` (resume). False: one pass in the split's order (canvas ``i``
-        holds digit ``i``) with one fixed placement, a smaller last batch.
+    ``seed`` selects placement and shuffle: the same seed gives byte-identical canvases.
+    ``training`` (default: ``split == "train"``): an endless stream of reshuffled, re-placed passes
+    of full batches from batch ``first_step`` (resume); else one pass in the split's order with
+    one fixed placement and a smaller last batch.
 
-    Returns:
-      ``tf.data.Dataset`` of ``(images, targets)``: images float32 ``[B, S, S, 1]`` in [0, 1];
-      targets ``{"classification": float32 one-hot [B, C], "bounding_box": float32 [B, 4]}``.
-      For a detection task (``task.kind == "detection"``) a pass holds ``task.canvases`` canvases and
-      targets are ``{"labels": int32 [B, K] (-1: no digit), "boxes": float32 [B, K, 4]}``,
-      padded to ``K = task.max_count``, digits in drawing order; ``train()`` packs them into
-      the detector's one target (:func:`mnist_loc.detector.pack_targets`).
+    Yields ``(images float32 [B, S, S, 1] in [0, 1], targets)``, targets ``{"classification":
+    float32 one-hot [B, C], "bounding_box": float32 [B, 4]}``; for a detection task ``{"labels":
+    int32 [B, K] (-1: no digit), "boxes": float32 [B, K, 4]}`` padded to ``K = task.max_count``,
+    a pass holding ``task.canvases`` canvases. Boxes ``[xmin, ymin, xmax, ymax]`` normalized.
     """
     task = get_task(task)
     digits.check(task)

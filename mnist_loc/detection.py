@@ -1,18 +1,11 @@
 """Several digits per canvas: the detector's kind of answer, boxes with classes, scores and a count.
 
-Everything a run asks of this kind, in one place, by the names :mod:`mnist_loc.localization`
-uses too: the default model for a task (:func:`mnist_loc.detector.build_detector` in the
-recipe's shape), the check of a model's outputs (count-head width included), compile, the
-training targets, predict and decode, calibration (the count threshold, chosen on validation
-canvases), the report and its formatting, the table's columns and the picture. Any Keras model
-with the detector's outputs (:mod:`mnist_loc.detector`) answers this way.
-
-COCO's AP and AR come from ``pycocotools``' ``COCOeval`` (never re-implemented here), with one
-area range, "all": COCO's small / medium / large buckets (32² and 96² px) mean little on canvases
-of 50 px. What AIR's readers look for is added: *count accuracy* (the detections scoring at least
-the count threshold are as many as the digits), *fully right* (every digit found with its class at
-IoU >= 0.5, nothing extra) and *recall at k per canvas*. Boxes are ``[xmin, ymin, xmax, ymax]``
-normalized to the canvas, as everywhere.
+Everything a run asks of this kind, by the names :mod:`mnist_loc.localization` uses too, for any
+Keras model with the detector's outputs (:mod:`mnist_loc.detector`). COCO's AP and AR come from
+``pycocotools``' ``COCOeval`` with one area range, "all" (COCO's size buckets mean little on 50 px
+canvases); added are what AIR's readers look for: *count accuracy*, *fully right* (every digit
+found with its class at IoU >= 0.5, nothing extra) and *recall at k per canvas*. Boxes are
+``[xmin, ymin, xmax, ymax]`` normalized to the canvas.
 """
 
 from __future__ import annotations

@@ -1,27 +1,17 @@
 """The detector: the course model's two heads, asked once per place instead of once per canvas.
 
-An anchor-free dense head ("Objects as Points", Zhou et al. 2019): a small fully
-convolutional trunk maps a canvas to a grid of stride 2 (or 4, for large canvases); at
-each cell one head scores "a digit of class c is centred here" (a heatmap per class) and
-the other gives the box of that digit as the distances from the cell's centre to its four
-edges. A canvas holds as many digits as the heatmap has peaks. The grid's stride and the
-trunk's dilations set what a cell sees (:func:`build_detector`): 35 px for AIR's 50 px
-canvases, 135 px for digits up to 99 px on 300 px canvases.
+An anchor-free dense head ("Objects as Points", Zhou et al. 2019): at each cell of a grid of
+stride 2 or 4 a heatmap per class scores "a digit of class c is centred here" and a box head
+gives that digit's distances to its four edges; a count head over the whole canvas rescores the
+ranked peaks (:func:`decode`). The method: docs/testbed.md.
 
-Counting by peaks alone mistakes the strokes of one digit for two (a 7's bar, a 9's loop),
-so a third head, like the course model's classifier, looks at the whole canvas and says
-how many digits it holds; the ranked peaks are rescored by it (:func:`decode`).
-
-The detector's output contract (any Keras model with it trains and evaluates like the
-package's own): ``{"detections": float32 [B, H, W, C + 4]}`` on float32 ``[B, S, S, 1]``
-canvases, with ``H = W = ceil(S / s)`` for a stride ``s`` in :data:`STRIDES` (the grid says
-which: :func:`grid_stride`); channels ``[:C]`` are heatmap *logits* and
-``[C:]`` the distances ``(left, top, right, bottom)`` in canvas units (1 = the canvas side);
-optionally ``"count": float32 [B, K + 1]``, probabilities of 0 .. K digits on the canvas.
-Boxes are ``[xmin, ymin, xmax, ymax]`` normalized to the canvas, as everywhere.
-
-Knows nothing of data: the loss takes the padded targets ``[B, K, 5]`` of
-:func:`pack_targets`, and :func:`decode` turns outputs into detections.
+Output contract (any Keras model with it trains and evaluates like the package's own):
+``{"detections": float32 [B, H, W, C + 4]}`` on float32 ``[B, S, S, 1]`` canvases, ``H = W =
+ceil(S / s)`` for a stride ``s`` in :data:`STRIDES` (:func:`grid_stride`); channels ``[:C]``
+heatmap *logits*, ``[C:]`` the distances ``(left, top, right, bottom)`` in canvas units;
+optionally ``"count": float32 [B, K + 1]``, probabilities of 0 .. K digits. Boxes are ``[xmin,
+ymin, xmax, ymax]`` normalized to the canvas. Knows nothing of data: the loss takes the padded
+targets ``[B, K, 5]`` of :func:`pack_targets`.
 """
 
 from __future__ import annotations

@@ -43,22 +43,9 @@ class RunResult:
     reused: bool = False
 
 
-def run(
-    config: TrainConfig = TrainConfig(),
-    model=None,
-    out_dir=None,
-    *,
-    digits: Digits | None = None,
-    data_dir=None,
-    download: bool = True,
-    restart: bool = False,
-    reuse: bool = False,
-    split: str = "test",
-    tta: bool = False,
-    strategy=None,
-    verbose=0,
-    callbacks=None,
-) -> RunResult:
+def run(config: TrainConfig = TrainConfig(), model=None, out_dir=None, *, digits: Digits | None = None, data_dir=None,
+        download: bool = True, restart: bool = False, reuse: bool = False, split: str = "test", tta: bool = False,
+        strategy=None, verbose=0, callbacks=None) -> RunResult:
     """Train ``model`` (see :func:`mnist_loc.training.train`: None for the course model, a
     ``keras.Model`` or a builder) with ``config``, score it on the fixed test canvases of
     ``config.task`` (placement seed 0, whatever the training seed) and, with ``out_dir``, write

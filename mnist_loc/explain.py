@@ -1,26 +1,11 @@
 """Explain a prediction: Grad-CAM heatmaps of where a model looks, and how faithful they are.
 
-Grad-CAM (Selvaraju et al. 2017): the activations ``A`` of a convolution ``[h, w, K]``, each
-channel weighted by the mean gradient of a score with respect to it, summed over channels,
-upsampled to the canvas and scaled to [0, 1]. Any Keras model with the two outputs works
-(functional or subclassed): the convolution's output is caught while the model runs.
-
-The scores explained:
-
-- ``head="classification"``: the probability of the predicted class (or of ``class_index``);
-  the map keeps positive evidence (ReLU), as Grad-CAM does.
-- ``head="bounding_box"``: the four coordinates of the predicted box, one Grad-CAM map each,
-  scaled to [0, 1] and averaged. Not a scalar such as the IoU of the box with the box as
-  predicted: that agreement is at its maximum where it is evaluated, so its gradient is zero
-  (or an arbitrary side of the min/max kinks). A coordinate is pushed both ways (evidence
-  that lowers ``xmin`` locates the box as much as evidence that raises it), so each map is
-  the absolute value, not the ReLU. For the deletion check the box's score is the IoU of the
-  new prediction with the box as predicted on the intact canvas.
-
-Faithfulness is measured, not assumed: :func:`mass_inside` (the share of a map inside the true
-box), :func:`deletion` (zeroing the pixels a map ranks highest against as many random pixels of
-the box) and :func:`randomization` (Adebayo et al. 2018, "Sanity Checks for Saliency Maps": a
-model with fresh weights must give other maps; the mean Spearman rank correlation).
+Grad-CAM (Selvaraju et al. 2017) for either head of any Keras model with the two outputs,
+functional or subclassed (the convolution's output is caught while the model runs): for
+``"classification"`` the predicted class's probability (ReLU of the map), for ``"bounding_box"``
+the mean of the four coordinates' maps, each the absolute value (a coordinate is pushed both
+ways). Faithfulness is measured, not assumed: :func:`mass_inside`, :func:`deletion` and
+:func:`randomization` (Adebayo et al. 2018). The method and its choices: docs/explain.md.
 """
 
 from __future__ import annotations

@@ -124,17 +124,9 @@ class BoxLoss(keras.losses.Loss):
         return {**super().get_config(), "kind": self.kind}
 
 
-def compile_model(
-    model: keras.Model,
-    *,
-    learning_rate=1e-3,
-    box_loss_weight=1.0,
-    box_loss: str = "mse",
-    classification_loss_weight=1.0,
-    label_smoothing: float = 0.0,
-    ema_momentum: float = 0.0,
-    steps_per_execution: int = 1,
-) -> keras.Model:
+def compile_model(model: keras.Model, *, learning_rate=1e-3, box_loss_weight=1.0, box_loss: str = "mse",
+                  classification_loss_weight=1.0, label_smoothing: float = 0.0, ema_momentum: float = 0.0,
+                  steps_per_execution: int = 1) -> keras.Model:
     """Compile ``model`` in place and return it. Defaults are the course lab's recipe.
 
     Adam(``learning_rate``: a float or a ``keras.optimizers.schedules`` schedule);

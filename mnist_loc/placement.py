@@ -1,24 +1,13 @@
 """How one canvas is drawn: digits resized, pasted, boxed and cluttered, as batched tensor ops.
 
-A 28x28 digit is resized by a factor ``f`` (1 by default) to an ``s x s`` patch,
-``s = round(28 f)``, and pasted at a random integer offset ``(x, y)`` on a black ``S x S``
-canvas where it fits entirely. Boxes are ``[xmin, ymin, xmax, ymax]`` in continuous pixel
-coordinates normalized by ``S`` (pixel column ``c`` spans ``[c, c + 1)``), either
-
-- ``"patch"``: the pasted square, ``[x, y, x + s, y + s] / S`` (the course task), or
-- ``"ink"``: the tightest box around the pasted pixels ``>= INK_THRESHOLD``, as pixel
-  edges (first ink column, last ink column + 1, ...) / S.
-
-Resizing is area resampling (each canvas pixel averages the part of the digit it covers:
-antialiased when shrinking, a box filter when enlarging), written as the two batched
-matmuls that paste the digit: interpolation weights instead of one-hot shifts (about 4x
-cheaper than a scatter, and exact at ``s = 28``). With ``clutter = k``, ``k`` distractors
-(crops at native scale of digits of the same split, as in DeepMind's mnist-cluttered) are
-added by one of the two rules of :mod:`mnist_loc.task`.
-
-Every random choice (:func:`draw_layout`) is drawn with stateless random ops keyed by
-``(seed, split, pass)`` and indexed by the example's position in the split, so a canvas
-depends on nothing but those numbers and the task. Knows nothing of where digits come from.
+A 28x28 digit is resized to an ``s x s`` patch by area resampling, written as the two batched
+matmuls that paste it (interpolation weights instead of one-hot shifts: about 4x cheaper than a
+scatter, exact at ``s = 28``), at an integer offset on a black ``S x S`` canvas. Boxes are
+``[xmin, ymin, xmax, ymax]`` in continuous pixel coordinates normalized by ``S`` (pixel column
+``c`` spans ``[c, c + 1)``): ``"patch"``, the pasted square, or ``"ink"``, the tightest box around
+pixels ``>= INK_THRESHOLD``. Each task's rules: docs/testbed.md. Every random choice is drawn
+with stateless ops keyed by ``(seed, split, pass)`` and indexed by the example's position, so a
+canvas depends on nothing but those numbers and the task. Knows nothing of where digits come from.
 """
 
 from __future__ import annotations

@@ -1,49 +1,11 @@
 """What the canvases are: a task is a frozen value, checked on construction.
 
 Pure Python (no TensorFlow, no model): ``placement`` draws a task's canvases, ``config``
-holds one in a training recipe, ``task.json`` beside a saved model is one. Boxes are
-``[xmin, ymin, xmax, ymax]`` normalized to the canvas everywhere.
-
-Two clutter rules:
-
-- ``clutter_overlap=False`` (mnist_loc's tasks): the target is pasted first; each
-  fragment is a crop of *another* digit of the split, added where it is drawn but cut
-  off at the target's patch, so the target's pixels and box are its own.
-- ``clutter_overlap=True`` (DeepMind's ``mnist_cluttered.lua``, the RAM / DRAW tasks):
-  distractors first, each a crop of a digit drawn uniformly *with replacement* from the
-  split (it may be the target's own digit), at any position, added; the sum is clipped
-  at 1; then the target is added and the canvas clipped to [0, 1]. Distractors may
-  cover each other and the target.
-
-Two ways to place digits (``rules``):
-
-- ``"mnist_loc"``: one digit per canvas (``count=(1, 1)``), canvas ``i`` of a split holds
-  digit ``i``; sizes and offsets as above.
-- ``"air"``: AIR's multi-MNIST (Eslami et al. 2016), by the rules of its public generator
-  (``pyro-ppl/pyro``, ``pyro/contrib/examples/multi_mnist.py``): a number of digits uniform
-  in ``count``, each drawn uniformly with replacement from the split, resized to
-  ``int(28 / s)`` px square with ``s ~ Normal(1.3, 0.1)``, its top-left row and column each
-  uniform in ``0 .. S - w - 1``; the digits are added, and a canvas on which any pixel
-  would exceed full intensity is drawn again, all its digits (its count kept). ``canvases``
-  says how many canvases a training pass, validation and test hold. Boxes: tight ink boxes.
-- ``"mnist-detection"``: dense scenes by the rules of ``hukkelas/MNIST-ObjectDetection``'s
-  ``generate_data.py`` (the set NTNU's TDT4265 trains an SSD300 on): a number of digits
-  uniform in ``count``, placed one after another; each digit's side uniform in
-  ``DETECTION_SIDES`` (the whole 28x28 digit resized square, bilinear as OpenCV's
-  ``INTER_LINEAR``), its top-left row and column uniform in ``0 .. S - side - 1``, both
-  drawn again (up to ``placement.MAX_PLACEMENTS`` times, then an error) until the IoU of
-  its full square with every earlier digit's tight box is below ``DETECTION_MAX_IOU``;
-  digits uniform with replacement from the split; pixels added, then clipped at full
-  intensity. Boxes: tight ink boxes.
-
-Two ways to cut the splits:
-
-- ``splits="tfds"``: tfds' record order; validation is the last twelfth of tfds' train
-  split (MNIST: 55,000 / 5,000 / 10,000).
-- ``splits="mnist-cluttered"``: MNIST's own file order (as ``download_mnist.lua`` reads
-  it; tfds shuffles records by a hash of each example's index, which is undone), train =
-  the first 50,000 training digits, validation = the last 10,000, test = the 10,000 test
-  digits.
+holds one in a training recipe, ``task.json`` beside a saved model is one. Its fields, the
+clutter rules (``clutter_overlap``: mnist_loc's or DeepMind's ``mnist_cluttered.lua``), the
+placement rules (``rules``: ``"mnist_loc"``, AIR's ``"air"``, hukkelas' ``"mnist-detection"``)
+and the split rules (``splits``) are described in docs/testbed.md. Boxes are ``[xmin, ymin,
+xmax, ymax]`` normalized to the canvas everywhere.
 """
 
 from __future__ import annotations

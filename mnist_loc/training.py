@@ -133,41 +133,24 @@ def _op_determinism(on: bool):
             tf_config.disable_op_determinism()
 
 
-def train(
-    config: TrainConfig,
-    digits: Digits,
-    model=None,
-    *,
-    backup_dir=None,
-    strategy: tf.distribute.Strategy | None = None,
-    verbose=1,
-    callbacks=(),
-) -> TrainResult:
+def train(config: TrainConfig, digits: Digits, model=None, *, backup_dir=None, strategy: tf.distribute.Strategy | None = None,
+          verbose=1, callbacks=()) -> TrainResult:
     """Train a model on ``digits``' ``"train"`` canvases of ``config.task`` with the config's recipe.
 
-    ``digits``: a :class:`~mnist_loc.data.Digits`. ``model``: None for the task's default (the
-    course model; on a task of several digits, the detector in ``config.detector``'s shape); a
-    ``keras.Model`` of your own, functional or subclassed; or a callable ``f(canvas_size=S,
-    num_classes=C)`` that builds one (needed under a ``strategy``, whose scope must hold the
-    variables). Its outputs must be ``{"classification": [B, C] probabilities,
-    "bounding_box": [B, 4]}`` with boxes ``[xmin, ymin, xmax, ymax]`` normalized to the
-    canvas, or the detector's ``{"detections": [B, H, W, C + 4]}`` (:mod:`mnist_loc.detector`;
-    the only form a task with several digits takes): checked before any step by the kind that
-    answers (:class:`~mnist_loc.inference.ModelOutputError`). It is compiled with the recipe;
-    ``config.mixed_precision`` applies to the package's default models. Seeds are set (Python,
-    NumPy, TensorFlow, Keras) before the model is built, so a builder gives the same initial
-    weights every time; op determinism is on while it trains, off again after.
+    ``model``: None for the task's kind's default (:func:`model_to_train`), a ``keras.Model`` of
+    your own, or a callable ``f(canvas_size=S, num_classes=C)`` that builds one (needed under a
+    ``strategy``, whose scope must hold the variables). Its outputs must be the two-headed
+    ``{"classification": [B, C] probabilities, "bounding_box": [B, 4]}`` (boxes ``[xmin, ymin,
+    xmax, ymax]`` normalized to the canvas) or the detector's ``{"detections": [B, H, W, C + 4]}``
+    (:mod:`mnist_loc.detector`; the only form for several digits), checked before any step
+    (:class:`~mnist_loc.inference.ModelOutputError`). Seeds are set before the model is built and
+    op determinism is on while it trains. Validates on the fixed ``"validation"`` canvases after
+    every epoch. With ``backup_dir`` each finished epoch is checkpointed (weights, optimizer
+    state, history) and a rerun with the same config resumes to the same weights. Under a
+    ``tf.distribute`` ``strategy``, one step per call (keras-team/keras#19246).
 
-    Validates on the fixed ``"validation"`` canvases after every epoch. With ``backup_dir``,
-    every finished epoch is checkpointed there (weights, optimizer state, history) and a
-    rerun with the same config and model resumes after it, to the same weights as an
-    uninterrupted run. Under a ``tf.distribute`` ``strategy`` Keras splits each batch across
-    its replicas, one step per call (Keras 3 cannot run several under MirroredStrategy,
-    keras-team/keras#19246).
-
-    Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` if the loss becomes
-    NaN/inf (the backup still holds the last good epoch) and :class:`BackupError` for a
-    backup it cannot resume.
+    Returns a :class:`TrainResult`. Raises :class:`TrainingDiverged` on a NaN/inf loss (the
+    backup keeps the last good epoch) and :class:`BackupError` for a backup it cannot resume.
     """
     digits.check(config.task)
     num_train = num_canvases(config.task, digits, "train")
