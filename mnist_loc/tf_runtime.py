@@ -4,8 +4,8 @@ Quietly: TensorFlow writes start-up lines (oneDNN, CUDA probing) before its log 
 and some later lines (a tf.data buffer size on the first tfrecord read, oneDNN's int64
 fallback at a detector's first step) whatever ``TF_CPP_MIN_LOG_LEVEL`` says; they are
 dropped, Python's own messages still show. Within its memory: glibc gives each thread that
-allocates its own malloc arena and keeps blocks of up to 32 MiB in its heap once freed, so
-TensorFlow's thread pools hold hundreds of MB of freed memory (:func:`tune_malloc`). Both the command line and notebooks use these
+allocates its own malloc arena, and TensorFlow's thread pools keep hundreds of MB of freed
+memory there (:func:`cap_malloc_arenas`). Both the command line and notebooks use these
 helpers, so they live below both. Pure Python: importing this module does not load TensorFlow.
 """
 
@@ -87,30 +87,27 @@ def absl_warnings_hidden():
         logger.setLevel(level)
 
 
-MALLOC_ARENAS = 2  # glibc's default is 8 per core; each thread pool's arena keeps what it freed
-# Blocks from 1 MiB up get their own mapping, returned when freed. glibc's default threshold rises
-# to the largest block freed (up to 32 MiB), after which a batch's tensors stay in the heap.
-MMAP_THRESHOLD = 2**20
-_MALLOPT = {"MALLOC_ARENA_MAX": -8, "MALLOC_MMAP_THRESHOLD_": -3}  # mallopt's parameter numbers (glibc's malloc.h)
+MALLOC_ARENAS = 1  # glibc's default is 8 per core; each arena keeps what its threads freed
+_M_ARENA_MAX = -8  # mallopt's parameter number in glibc's malloc.h
 
 
-def tune_malloc(arenas: int = MALLOC_ARENAS, mmap_threshold: int = MMAP_THRESHOLD) -> dict:
-    """Set glibc's malloc to return a run's freed tensors: at most ``arenas`` arenas for the threads
-    started after this call and a fixed ``mmap_threshold`` in bytes, as the environment variables
-    ``MALLOC_ARENA_MAX`` and ``MALLOC_MMAP_THRESHOLD_`` do for a whole process; a variable the user
-    set stands. Returns ``{variable: True if set here}``, all False where the C library is not glibc.
+def cap_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas for the threads started after this call, as
+    ``MALLOC_ARENA_MAX`` does for a whole process; unless ``MALLOC_ARENA_MAX`` is set (the
+    user's choice stands). True if the cap was set; False where the C library is not glibc.
     Measured by ``benchmarks/memory.py`` (docs/testbed.md, "Memory by phase")."""
-    values = {"MALLOC_ARENA_MAX": arenas, "MALLOC_MMAP_THRESHOLD_": mmap_threshold}
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_ARENA_MAX, int(arenas)))
     except (OSError, AttributeError):
-        return dict.fromkeys(values, False)
-    return {name: name not in os.environ and bool(mallopt(_MALLOPT[name], int(value))) for name, value in values.items()}
+        return False
 
 
 def import_tensorflow_quietly() -> None:
     """Import TensorFlow without its C++ start-up lines on the terminal, its threads sharing
-    malloc tuned to return freed tensors (:func:`tune_malloc`).
+    :data:`MALLOC_ARENAS` malloc arenas (:func:`cap_malloc_arenas`).
 
     Sets ``TF_CPP_MIN_LOG_LEVEL=3`` unless the user chose a level (the runtime's own
     errors still reach Python as exceptions), then imports TensorFlow and probes its
@@ -118,7 +115,7 @@ def import_tensorflow_quietly() -> None:
     TensorFlow modules: the command line does, and so do the notebooks.
     """
     if "tensorflow" not in sys.modules:  # before TensorFlow starts its threads
-        tune_malloc()
+        cap_malloc_arenas()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     with cpp_logs_filtered():
         import tensorflow
