@@ -381,7 +381,10 @@ def draw_scenes(digits, labels, indices, counts, key, task: Task, num_canvases: 
     """Canvases ``indices`` of one pass of a task of several digits, by its rules
     (:data:`SCENE_DRAWERS`); arguments and returns as :func:`draw_air_scenes`'."""
     # Drawn as a batch of unknown size: for a known one, TensorFlow's graph picks kernels whose sums
-    # differ in the last bit from run to run (dense training canvases did), breaking reproducibility.
-    indices = tf.raw_ops.PlaceholderWithDefault(input=tf.convert_to_tensor(indices, tf.int32), shape=[None])
-    counts = tf.raw_ops.PlaceholderWithDefault(input=tf.convert_to_tensor(counts), shape=[None])
-    return SCENE_DRAWERS[task.rules](digits, labels, indices, counts, key, task, num_canvases)
+    # differ in the last bit from run to run (dense training canvases did). The known size is given
+    # back to what is drawn, so the graphs that train on it stay as they were.
+    indices = tf.convert_to_tensor(indices, tf.int32)
+    batch = indices.shape[0]
+    unknown = lambda t: tf.raw_ops.PlaceholderWithDefault(input=tf.convert_to_tensor(t), shape=[None])  # noqa: E731
+    drawn = SCENE_DRAWERS[task.rules](digits, labels, unknown(indices), unknown(counts), key, task, num_canvases)
+    return tuple(tf.ensure_shape(t, [batch, *t.shape[1:]]) for t in drawn)
