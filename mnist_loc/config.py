@@ -60,7 +60,7 @@ class TrainConfig:
     detector: str = "small"  # the package's detector's shape on a detection task, a name in DETECTORS
     task: Task = Task()  # a Task, a name in TASKS or Task.to_dict()
     seed: int = 0
-    validation_batch_size: int = 500
+    validation_batch_size: int = 500  # at most; and at most inference.PIXELS_PER_BATCH pixels
     validation_canvases: int | None = None  # the first N fixed validation canvases; None: all
     deterministic: bool = True  # TensorFlow op determinism while training: same seed, same weights
     steps_per_execution: int = 16  # at most; the largest divisor of the epoch's steps (training.steps_per_call)

@@ -158,8 +158,13 @@ def model_kind(model: keras.Model, canvas_size: int) -> str:
     return "detection" if isinstance(shapes, dict) and "detections" in shapes else "localization"
 
 
+def canvases_per_batch(canvas_size: int, batch_size: int = 500) -> int:
+    """Canvases of side ``canvas_size`` a forward pass takes: at most ``batch_size`` and
+    :data:`PIXELS_PER_BATCH` pixels, at least one."""
+    return max(1, min(int(batch_size), PIXELS_PER_BATCH // (int(canvas_size) ** 2)))
+
+
 def batch_slices(count: int, canvas_size: int, batch_size: int = 500):
-    """``slice`` objects over ``count`` canvases: at most ``batch_size`` canvases and
-    :data:`PIXELS_PER_BATCH` pixels per forward pass."""
-    step = max(1, min(int(batch_size), PIXELS_PER_BATCH // (int(canvas_size) ** 2)))
+    """``slice`` objects over ``count`` canvases, :func:`canvases_per_batch` at a time."""
+    step = canvases_per_batch(canvas_size, batch_size)
     return [slice(i, i + step) for i in range(0, count, step)]

@@ -25,6 +25,7 @@ from tensorflow.python.framework import config as tf_config  # op determinism's 
 from .config import TrainConfig
 from .data import Digits, make_dataset, num_canvases
 from .evaluation import kind_of
+from .inference import canvases_per_batch
 from .safe_writes import atomic_path, write_json
 
 
@@ -165,12 +166,13 @@ def train(config: TrainConfig, digits: Digits, model=None, *, backup_dir=None, s
             kind, shapes = prepare(model, config, digits.num_classes, steps)
         start_epoch, history, seconds_before = _load_backup(backup_dir, model, config) if backup_dir else (0, {}, (0.0, 0.0))
         train_ds = make_dataset("train", digits, task=config.task, batch_size=config.batch_size, seed=config.seed, first_step=start_epoch * steps)
-        val_ds = make_dataset("validation", digits, task=config.task, batch_size=config.validation_batch_size, seed=config.seed)
+        val_batch = canvases_per_batch(config.task.canvas_size, config.validation_batch_size)
+        val_ds = make_dataset("validation", digits, task=config.task, batch_size=val_batch, seed=config.seed)
         if config.validation_canvases:
             # The first N canvases, rebatched; the known length keeps Keras from warning that validation "ran out of data".
             count = min(config.validation_canvases, num_canvases(config.task, digits, "validation"))
-            val_ds = val_ds.unbatch().take(count).batch(config.validation_batch_size)
-            val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / config.validation_batch_size)))
+            val_ds = val_ds.unbatch().take(count).batch(val_batch)
+            val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(count / val_batch)))
         to_targets = kind.training_targets(shapes)
         if to_targets is not None:
             train_ds, val_ds = train_ds.map(to_targets), val_ds.map(to_targets)
