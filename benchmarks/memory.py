@@ -8,7 +8,8 @@ more than once), the count threshold chosen on the validation canvases (calibrat
 test canvases scored. Before each phase the process's peak RSS is reset to its current RSS
 (Linux's ``/proc/self/clear_refs``), so each phase's peak includes what the run holds from the
 phases before it (the digits, the model), as in a real run. ``TFDS_DATA_DIR`` must hold MNIST.
-Prints one line per task and phase: peak RSS in MB (10^6 bytes) and the phase's wall seconds.
+Prints one line per task and phase: peak RSS in MB (10^6 bytes), the phase's wall seconds and
+the process's CPU seconds (all threads) over it.
 """
 
 import argparse
@@ -31,7 +32,7 @@ def _reset_peak() -> None:
 
 def phases(task_name: str, steps: int, epochs: int) -> list:
     """One process: the phases of a run of ``task_name``'s default recipe, cut to ``epochs``
-    passes of ``steps`` steps; ``[(phase, peak MB, seconds)]``."""
+    passes of ``steps`` steps; ``[(phase, peak MB, wall seconds, CPU seconds)]``."""
     from mnist_loc import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -45,9 +46,9 @@ def phases(task_name: str, steps: int, epochs: int) -> list:
 
     def phase(name, work):
         _reset_peak()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         value = work()
-        rows.append((name, _rss_kib("VmHWM") * 1024 / 1e6, time.perf_counter() - start))
+        rows.append((name, _rss_kib("VmHWM") * 1024 / 1e6, time.perf_counter() - start, time.process_time() - cpu))
         return value
 
     digits = phase("digits", lambda: Digits.find(config.task, download=False))
@@ -69,14 +70,14 @@ def main():
     if args.worker:
         print(json.dumps(phases(args.worker, args.steps, args.epochs)))
         return
-    print(f"{'task':<16}{'phase':<14}{'peak RSS MB':>12}{'seconds':>9}")
+    print(f"{'task':<16}{'phase':<14}{'peak RSS MB':>12}{'seconds':>9}{'CPU s':>8}")
     for task in args.tasks:
         worker = subprocess.run([sys.executable, __file__, "--worker", task, "--steps", str(args.steps), "--epochs", str(args.epochs)],
                                 capture_output=True, text=True)
         if worker.returncode:
             sys.exit(f"{task}: the worker failed:\n{worker.stderr[-3000:]}")
-        for name, peak, seconds in json.loads(worker.stdout.strip().splitlines()[-1]):
-            print(f"{task:<16}{name:<14}{peak:>12,.0f}{seconds:>9.1f}", flush=True)
+        for name, peak, seconds, cpu in json.loads(worker.stdout.strip().splitlines()[-1]):
+            print(f"{task:<16}{name:<14}{peak:>12,.0f}{seconds:>9.1f}{cpu:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":
