@@ -154,8 +154,12 @@ def _canvas_batches(images, labels, num_classes, task, batch_size, seed, split_c
 
 
 def _scene_batches(images, labels, task, batch_size, seed, split_code, training, first_step=0,
-                   num_parallel_calls=tf.data.AUTOTUNE) -> tf.data.Dataset:
-    """:func:`_canvas_batches` for a detection task: canvases of several digits (:func:`~mnist_loc.placement.draw_scenes`)."""
+                   num_parallel_calls=1) -> tf.data.Dataset:
+    """:func:`_canvas_batches` for a detection task: canvases of several digits (:func:`~mnist_loc.placement.draw_scenes`).
+
+    One batch is drawn at a time: dense scenes drawn in parallel raised the peak memory of
+    training and scoring by 130-700 MB (docs/testbed.md, "Memory by phase"), and one thread
+    draws a batch several times faster than a step trains on it."""
     pass_size = task.canvases[split_code - 1]
     digits, digit_labels = tf.constant(images), tf.constant(labels)
 
